@@ -1,0 +1,92 @@
+"""Loss kinds, element functions and reductions: the table every backend shares.
+
+A GAN loss term is ``coef * reduce(w * elem(x, t))`` where ``elem`` is one of four elementwise
+functions of a logit ``x`` and a label ``t``.  Each user-facing ``kind`` (``ns``, ``mm``, ``ls``,
+``wgan``, ``hinge``) is a row of ``KINDS`` naming the element function, label and coefficient of
+its discriminator-real, discriminator-fake and generator terms.  Kernels only know ``Elem``; the
+numbering here is mirrored in ``csrc/include/fusedgan/math.h`` and in ``fusedgan/triton`` and a
+test checks that they agree.
+
+| Elem          | value                        | d value / dx            |
+|---------------|------------------------------|-------------------------|
+| BCE           | t*sp(-x) + (1-t)*sp(x)       | sigmoid(x) - t          |
+| HALF_SQUARE   | 0.5 * (x - t)^2              | x - t                   |
+| LINEAR        | -t * x                       | -t                      |
+| HINGE         | relu(1 - t * x)              | -t * [1 - t*x > 0]      |
+"""
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple, Optional
+
+
+class Elem(enum.IntEnum):
+    BCE = 0
+    HALF_SQUARE = 1
+    LINEAR = 2
+    HINGE = 3
+
+
+class Reduction(enum.IntEnum):
+    NONE = 0
+    MEAN = 1
+    SUM = 2
+
+
+REDUCTIONS = {"none": Reduction.NONE, "mean": Reduction.MEAN, "sum": Reduction.SUM}
+
+
+class Term(NamedTuple):
+    """One term of a loss: ``coef * elem(x, label)``.
+
+    ``label`` is a float, or the name of the user argument that supplies it
+    (``"real_label"``, ``"fake_label"``, ``"target"``); ``None`` there means the user may not
+    override it (the kind has no such argument).
+    """
+
+    elem: Elem
+    label: float | str
+    coef: float = 1.0
+
+
+class Kind(NamedTuple):
+    d_real: Term
+    d_fake: Term
+    g_fake: Term
+
+
+# The DESIGN.md section 3 table, written as element functions.
+KINDS: dict[str, Kind] = {
+    # E BCE(r, t_real) + E BCE(f, t_fake);  G: E BCE(f, target) = E sp(-f) by default
+    "ns": Kind(Term(Elem.BCE, "real_label"), Term(Elem.BCE, "fake_label"), Term(Elem.BCE, "target")),
+    # G: -E sp(f) = -E BCE(f, 0)
+    "mm": Kind(Term(Elem.BCE, "real_label"), Term(Elem.BCE, "fake_label"), Term(Elem.BCE, 0.0, -1.0)),
+    # 1/2 E (r-b)^2 + 1/2 E (f-a)^2;  G: 1/2 E (f-c)^2
+    "ls": Kind(Term(Elem.HALF_SQUARE, "real_label"), Term(Elem.HALF_SQUARE, "fake_label"),
+               Term(Elem.HALF_SQUARE, "target")),
+    # E f - E r;  G: -E f
+    "wgan": Kind(Term(Elem.LINEAR, 1.0), Term(Elem.LINEAR, -1.0), Term(Elem.LINEAR, 1.0)),
+    # E relu(1-r) + E relu(1+f);  G: -E f
+    "hinge": Kind(Term(Elem.HINGE, 1.0), Term(Elem.HINGE, -1.0), Term(Elem.LINEAR, 1.0)),
+}
+
+# Defaults of the user-facing label arguments.
+DEFAULT_LABELS = {"real_label": 1.0, "fake_label": 0.0, "target": 1.0}
+
+
+def kind_spec(kind: str) -> Kind:
+    try:
+        return KINDS[kind]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"kind: unknown loss kind {kind!r}; expected one of {sorted(KINDS)}"
+        ) from None
+
+
+def reduction_code(reduction: str) -> Reduction:
+    try:
+        return REDUCTIONS[reduction]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"reduction: unknown reduction {reduction!r}; expected one of {sorted(REDUCTIONS)}"
+        ) from None
