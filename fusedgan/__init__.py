@@ -1,0 +1,26 @@
+"""fusedgan: fused, numerically stable GAN losses (loss and gradient in one pass)."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import backends, kinds, nn, ops, reference  # noqa: E402
+from .backends import available_backends, get_backend, set_backend, use_backend  # noqa: E402
+from .functional import discriminator_loss, generator_loss  # noqa: E402
+from .kinds import KINDS  # noqa: E402
+from .info import info  # noqa: E402
+
+__all__ = [
+    "KINDS",
+    "available_backends",
+    "backends",
+    "discriminator_loss",
+    "generator_loss",
+    "get_backend",
+    "info",
+    "kinds",
+    "nn",
+    "ops",
+    "reference",
+    "set_backend",
+    "use_backend",
+]

@@ -1,0 +1,161 @@
+"""Backend choice: which implementation runs a call.
+
+Per call, from the tensors' device and what this process can run:
+CUDA tensors -> ``triton``, else ``cuda``, else ``reference``; CPU tensors -> ``cpu`` (native C++),
+else ``reference``.  Overrides, strongest first: the ``backend=`` keyword, ``use_backend``
+(a context manager), ``set_backend`` and the ``FUSEDGAN_BACKEND`` environment variable.  An
+explicit choice that cannot run raises; an automatic choice that has to fall back warns once and
+is reported by ``fusedgan.info()``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import warnings
+from typing import Iterator, Optional
+
+import torch
+
+from . import _ext
+
+NAMES = ("triton", "cuda", "cpu", "reference")
+
+# Plain module state (not contextvars or lru_cache) so torch.compile traces a call without a break.
+_stack: list = []  # use_backend blocks, innermost last; "auto" means automatic
+_global: Optional[str] = None
+_env: Optional[str] = None  # FUSEDGAN_BACKEND, read once at import
+_triton_ok: Optional[bool] = None
+_fallbacks_warned: set = set()
+_last_used: Optional[str] = None
+
+
+def _check_name(name: Optional[str], what: str = "backend") -> Optional[str]:
+    if name is None or name == "auto":
+        return None
+    if name not in NAMES:
+        raise ValueError(f"{what}: unknown backend {name!r}; expected one of {list(NAMES)} or 'auto'")
+    return name
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _triton_ops_ok() -> bool:
+    global _triton_ok
+    if _triton_ok is None:
+        _triton_ok = _load_triton()
+    return _triton_ok
+
+
+def _load_triton() -> bool:
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        from . import triton as _tr  # registers fusedgan::triton_loss_terms
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"fusedgan: Triton backend failed to load: {type(exc).__name__}: {exc}")
+        return False
+    return bool(getattr(_tr, "AVAILABLE", False))
+
+
+def can_run(name: str, device_type: str) -> bool:
+    """Whether backend ``name`` can run on tensors of ``device_type`` in this process."""
+    if name == "reference":
+        return True
+    if name == "cpu":
+        return device_type == "cpu" and _ext.HAS_CPU
+    if name == "cuda":
+        return device_type == "cuda" and _ext.HAS_CUDA
+    if name == "triton":
+        if device_type == "cuda":
+            return _triton_ops_ok()
+        # Triton's interpreter runs kernels on CPU tensors: how the Triton path is tested in CI.
+        return device_type == "cpu" and triton_interpret() and _triton_ops_ok()
+    return False
+
+
+def available_backends(device: Optional[str] = None) -> list:
+    """Backends that can run here, for ``device`` ("cpu", "cuda") or for any device."""
+    types = [device] if device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [n for n in NAMES if any(can_run(n, t) for t in types)]
+
+
+def _auto_order(device_type: str) -> tuple:
+    if device_type == "cuda":
+        return ("triton", "cuda", "reference")
+    return ("cpu", "reference")
+
+
+def auto_backend(device_type: str) -> str:
+    order = _auto_order(device_type)
+    for name in order:
+        if can_run(name, device_type):
+            if name != order[0] and (device_type, name) not in _fallbacks_warned:
+                _fallbacks_warned.add((device_type, name))
+                warnings.warn(
+                    f"fusedgan: backend {order[0]!r} is not available for {device_type} tensors; "
+                    f"falling back to {name!r} (see fusedgan.info())",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return name
+    return "reference"
+
+
+def requested_backend() -> Optional[str]:
+    """The backend forced by use_backend / set_backend / FUSEDGAN_BACKEND, or None (automatic).
+
+    ``FUSEDGAN_BACKEND`` is read once, when fusedgan is imported.
+    """
+    if _stack:
+        name = _stack[-1]
+        return None if name == "auto" else name
+    if _global is not None:
+        return _global
+    return _env
+
+
+def resolve(device: torch.device, backend: Optional[str] = None) -> str:
+    """The backend that runs a call on ``device``; raises if an explicit choice cannot run."""
+    global _last_used
+    name = _check_name(backend) or requested_backend()
+    dtype_ = device.type
+    if name is None:
+        name = auto_backend(dtype_)
+    elif not can_run(name, dtype_):
+        raise RuntimeError(
+            f"backend: {name!r} was requested but cannot run on {dtype_} tensors here "
+            f"(available for {dtype_}: {available_backends(dtype_)}; see fusedgan.info())"
+        )
+    _last_used = name
+    return name
+
+
+def last_used() -> Optional[str]:
+    """The backend chosen by the most recent fusedgan call in this process (for tests and info)."""
+    return _last_used
+
+
+def set_backend(name: Optional[str]) -> None:
+    """Force a backend for every later call (``None`` or ``"auto"``: automatic choice)."""
+    global _global
+    _global = _check_name(name)
+
+
+def get_backend() -> Optional[str]:
+    return requested_backend()
+
+
+@contextlib.contextmanager
+def use_backend(name: Optional[str]) -> Iterator[None]:
+    """Force a backend inside a ``with`` block (``None``/``"auto"``: automatic choice)."""
+    _stack.append(_check_name(name) or "auto")
+    try:
+        yield
+    finally:
+        _stack.pop()
+
+
+_env = _check_name(os.environ.get("FUSEDGAN_BACKEND") or None, "FUSEDGAN_BACKEND")

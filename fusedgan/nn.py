@@ -1,0 +1,52 @@
+"""Modules over the functional API."""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from . import functional
+from .kinds import kind_spec, reduction_code
+
+_D_OPTIONS = set(inspect.signature(functional.discriminator_loss).parameters) - {"real", "fake", "kind"}
+_G_OPTIONS = set(inspect.signature(functional.generator_loss).parameters) - {"fake", "kind"}
+
+
+class GANLoss(torch.nn.Module):
+    """A GAN loss of one ``kind`` with fixed options.
+
+    ``loss.discriminator(real, fake)`` and ``loss.generator(fake)``; calling the module with two
+    tensors is the discriminator loss, with one the generator loss.  ``options`` are the keyword
+    arguments of ``fusedgan.discriminator_loss`` / ``generator_loss`` (``reduction``,
+    ``real_label``, ``fake_label``, ``target``, ``backend``); each goes to the side that takes it.
+    """
+
+    def __init__(self, kind: str = "ns", **options):
+        super().__init__()
+        kind_spec(kind)
+        unknown = set(options) - _D_OPTIONS - _G_OPTIONS
+        if unknown:
+            raise TypeError(f"GANLoss: unknown option(s) {sorted(unknown)}")
+        if "reduction" in options:
+            reduction_code(options["reduction"])
+        self.kind = kind
+        self.options = dict(options)
+        self._d = {k: v for k, v in options.items() if k in _D_OPTIONS}
+        self._g = {k: v for k, v in options.items() if k in _G_OPTIONS}
+
+    def discriminator(self, real: torch.Tensor, fake: torch.Tensor):
+        return functional.discriminator_loss(real, fake, self.kind, **self._d)
+
+    def generator(self, fake: torch.Tensor):
+        return functional.generator_loss(fake, self.kind, **self._g)
+
+    def forward(self, *logits: torch.Tensor):
+        if len(logits) == 2:
+            return self.discriminator(*logits)
+        if len(logits) == 1:
+            return self.generator(*logits)
+        raise TypeError("GANLoss: call with (real, fake) for D or (fake,) for G")
+
+    def extra_repr(self) -> str:
+        opts = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        return f"kind={self.kind!r}{opts}"
