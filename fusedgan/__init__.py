@@ -3,9 +3,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import backends, kinds, nn, ops, reference  # noqa: E402
+from . import backends, compat, kinds, nn, ops, reference  # noqa: E402
 from .backends import available_backends, get_backend, set_backend, use_backend  # noqa: E402
 from .functional import discriminator_loss, generator_loss  # noqa: E402
+from .compat import is_patched, patch_torch, patched, unpatch_torch  # noqa: E402
 from .kinds import KINDS  # noqa: E402
 from .info import info  # noqa: E402
 
@@ -17,6 +18,10 @@ __all__ = [
     "generator_loss",
     "get_backend",
     "info",
+    "is_patched",
+    "patch_torch",
+    "patched",
+    "unpatch_torch",
     "kinds",
     "nn",
     "ops",

@@ -1,8 +1,12 @@
 """The autograd Functions: loss and gradient in one fused pass.
 
-Forward calls one operator that computes the loss terms and their gradients with respect to the
-logits and saves the gradients; backward only scales them by ``grad_output`` (no host sync, no
-test of ``grad_output == 1``).  When backward runs with ``create_graph=True`` (double backward:
+Two strategies, per backend.  Save (``cpu``, ``cuda``): forward calls one operator that computes
+the loss terms and their gradients with respect to the logits and saves the gradients; backward
+only scales them by ``grad_output``.  Recompute (``triton``): forward computes only the loss and
+backward runs one kernel that recomputes the gradient from the logits and scales it: three memory
+passes instead of four and two launches for a whole step, which is what a memory- and
+launch-bound GPU wants, while the compute-bound CPU kernel is better off not recomputing ``exp``.
+Neither syncs with the host or tests ``grad_output == 1``.  When backward runs with ``create_graph=True`` (double backward:
 gradient penalties through a loss, or Hessian-vector products), or when a label or weight tensor
 needs a gradient, backward recomputes through ``fusedgan.reference`` so that every higher-order
 gradient is exact.
@@ -39,9 +43,11 @@ class LossTermsFunction(torch.autograd.Function):
         n = len(spec.elems)
         logits, labels, weights = tensors[:n], tensors[n : 2 * n], tensors[2 * n :]
         need_grad = [bool(ctx.needs_input_grad[1 + i]) for i in range(n)]
+        recompute = spec.backend in ops.RECOMPUTE_BACKENDS
         total, terms, grads, values = ops.loss_terms(
-            spec.backend, list(logits), list(labels), list(weights),
-            list(spec.elems), list(spec.label_values), list(spec.coefs), spec.reduction, need_grad,
+            spec.backend, list(logits), list(labels), list(weights), list(spec.elems),
+            list(spec.label_values), list(spec.coefs), spec.reduction,
+            [False] * n if recompute else need_grad,
         )
         ctx.spec = spec
         ctx.need_grad = need_grad
@@ -61,16 +67,24 @@ class LossTermsFunction(torch.autograd.Function):
         n = len(spec.elems)
         saved = ctx.saved_tensors
         grads, logits, aux_saved = saved[:n], saved[n : 2 * n], list(saved[2 * n :])
+        aux = [aux_saved.pop(0) if present else None for present in ctx.aux_present]
         if torch.is_grad_enabled() or ctx.aux_need_grad:
-            aux = [aux_saved.pop(0) if present else None for present in ctx.aux_present]
             return (None, *_recompute(ctx, logits, aux[:n], aux[n:], grad_outputs))
-        out = []
-        for i in range(n):
-            g_out = grad_outputs[i] if spec.reduction == Reduction.NONE else grad_outputs[0]
-            if not ctx.need_grad[i] or g_out is None:
-                out.append(None)
-            else:
-                out.append(grads[i] * g_out)
+        g_outs = [
+            (grad_outputs[i] if spec.reduction == Reduction.NONE else grad_outputs[0]) if ctx.need_grad[i] else None
+            for i in range(n)
+        ]
+        if spec.backend in ops.RECOMPUTE_BACKENDS:
+            if all(g is None for g in g_outs):
+                return (None, *([None] * (3 * n)))
+            # One launch: the gradient recomputed from the logits and scaled by grad_output.
+            out = ops.loss_grads(
+                spec.backend, list(logits), aux[:n], aux[n:], list(spec.elems),
+                list(spec.label_values), list(spec.coefs), spec.reduction, g_outs,
+            )
+            out = [o if g is not None else None for o, g in zip(out, g_outs)]
+        else:
+            out = [None if g is None else grads[i] * g for i, g in enumerate(g_outs)]
         return (None, *out, *([None] * (2 * n)))
 
 
@@ -78,15 +92,19 @@ def _recompute(ctx, logits, labels, weights, grad_outputs):
     """Exact gradients (to any order) by differentiating the reference formula."""
     spec = ctx.spec
     n = len(spec.elems)
-    inputs = [*logits, *labels, *weights]
-    wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[1:]) if t is not None and need]
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
+        # One alias per argument position: a tensor passed twice (discriminator_loss(x, x), or
+        # one logits tensor in two terms) must get each position's partial derivative, not the
+        # total derivative once per position.
+        inputs = [None if t is None else t.view_as(t) for t in (*logits, *labels, *weights)]
+        wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[1:]) if t is not None and need]
         total, _, values = reference.loss_terms(
-            list(logits), labels, weights, spec.elems, spec.label_values, spec.coefs, spec.reduction
+            inputs[:n], inputs[n : 2 * n], inputs[2 * n :], spec.elems, spec.label_values, spec.coefs, spec.reduction
         )
         if spec.reduction == Reduction.NONE:
-            pairs = [(v, g) for v, g in zip(values, grad_outputs[:n]) if g is not None]
+            # a one-element label of 0-dim logits is passed as shape (1,): values take x's shape
+            pairs = [(v.reshape(x.shape), g) for v, x, g in zip(values, logits, grad_outputs[:n]) if g is not None]
         else:
             pairs = [(total, grad_outputs[0])] if grad_outputs[0] is not None else []
         if not pairs or not wanted:

@@ -93,6 +93,11 @@ def _common_dtype(*xs: Tensor) -> torch.dtype:
     return dtype
 
 
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the maths runs in (and mean/sum losses are returned in)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _fused(backend, terms, logits, labels, label_values, weights, reduction):
     spec = TermSpec(
         backend,
@@ -139,10 +144,12 @@ def discriminator_loss(
     w_f = _weight(fake_weight, "fake_weight", fake_c, "fake")
     name = backends.resolve(real.device, backend)
     if name == "reference":
-        return reference.discriminator_loss(
-            real, fake, kind, reduction=reduction, real_label=real_label, fake_label=fake_label,
-            real_weight=real_weight, fake_weight=fake_weight,
+        acc = _acc(dtype)
+        out = reference.discriminator_loss(
+            real.to(acc), fake.to(acc), kind, reduction=reduction, real_label=real_label,
+            fake_label=fake_label, real_weight=real_weight, fake_weight=fake_weight,
         )
+        return (out[0].to(dtype), out[1].to(dtype)) if red == Reduction.NONE else out
     return _fused(name, (spec.d_real, spec.d_fake), (real_c, fake_c), (lab_r, lab_f), (val_r, val_f), (w_r, w_f), red)
 
 
@@ -167,6 +174,11 @@ def generator_loss(
     w = _weight(weight, "weight", fake, "fake")
     name = backends.resolve(fake.device, backend)
     if name == "reference":
-        return reference.generator_loss(fake, kind, reduction=reduction, target=target, weight=weight)
+        out = reference.generator_loss(fake.to(_acc(fake.dtype)), kind, reduction=reduction, target=target, weight=weight)
+        return out.to(fake.dtype) if red == Reduction.NONE else out
     out = _fused(name, (spec.g_fake,), (fake,), (lab,), (val,), (w,), red)
     return out[0] if red == Reduction.NONE else out
+
+
+# torch-compatible drop-ins (fused BCE-with-logits and MSE), see fusedgan.compat
+from .compat import binary_cross_entropy_with_logits, mse_loss  # noqa: F401,E402

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from . import _ext, backends
+from . import _ext, backends, compat
 
 
 def _version(pkg: str) -> str:
@@ -44,6 +44,7 @@ def info_dict() -> dict:
         "extension": _ext.build_info(),
         "available_backends": {d: backends.available_backends(d) for d in devices},
         "backend": {d: _choice(d) for d in devices},
+        "torch_patched": compat.is_patched(),
         "fallbacks_warned": sorted(f"{d}->{n}" for d, n in backends._fallbacks_warned),
     }
 
@@ -70,6 +71,7 @@ def info(file=None) -> dict:
         lines.append(f"extension fusedgan._C: not loaded ({ext.get('error')})")
     for dev, names in d["available_backends"].items():
         lines.append(f"{dev}: available {names}; chosen: {d['backend'][dev]}")
+    lines.append(f"torch patched (fusedgan.patch_torch): {'yes' if d['torch_patched'] else 'no'}")
     if d["fallbacks_warned"]:
         lines.append(f"fallbacks taken: {', '.join(d['fallbacks_warned'])}")
     print("\n".join(lines), file=file)

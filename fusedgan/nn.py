@@ -50,3 +50,6 @@ class GANLoss(torch.nn.Module):
     def extra_repr(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in self.options.items())
         return f"kind={self.kind!r}{opts}"
+
+
+from .compat import BCEWithLogitsLoss, MSELoss  # noqa: F401,E402  (torch-compatible drop-ins)

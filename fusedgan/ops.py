@@ -50,6 +50,20 @@ def triton_op():
     return torch.ops.fusedgan.triton_loss_terms
 
 
+# Backends whose backward recomputes the gradient (see autograd.py) instead of saving it.
+RECOMPUTE_BACKENDS = frozenset({"triton"})
+
+
+def loss_grads(backend, logits, labels, weights, elems, label_values, coefs, reduction, grad_outputs):
+    """Gradients times ``grad_outputs[i]`` (None: no gradient for term i), recomputed from logits."""
+    if backend != "triton":
+        raise ValueError(f"backend: {backend!r} has no gradient-recompute operator")
+    triton_op()
+    return torch.ops.fusedgan.triton_loss_grads(
+        logits, labels, weights, elems, label_values, coefs, int(reduction), grad_outputs
+    )
+
+
 def loss_terms(backend, logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
     """Run the fused operator of ``backend`` ("cpu", "cuda" or "triton")."""
     if backend == "triton":

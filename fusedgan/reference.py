@@ -77,7 +77,9 @@ def g_elementwise(kind: str, f: Tensor, c: Label = 1.0) -> Tensor:
     if kind == "ns":
         return bce(f, c)  # = sp(-f) for c = 1
     if kind == "mm":
-        return -sp(f)  # = log(1 - sigmoid(f))
+        # -sp(f) = log(1 - sigmoid(f)), written as -BCE(f, 0) so that a -inf logit gives NaN
+        # like every other BCE term (torch's BCE-with-logits formula: 0 * inf).
+        return -bce(f, 0.0)
     if kind == "ls":
         return 0.5 * (f - c) ** 2
     if kind in ("wgan", "hinge"):
@@ -153,7 +155,7 @@ def loss_terms(logits, labels, weights, elems, label_values, coefs, reduction: i
         if w is not None:
             v = v * w.to(acc)
         if reduction == 0:
-            values.append(v.to(x.dtype))
+            values.append(v.reshape(x.shape).to(x.dtype))
             term_vals.append(v.sum())
         elif reduction == 1:
             term_vals.append(v.mean())
