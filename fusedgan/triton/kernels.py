@@ -1,0 +1,207 @@
+"""The Triton kernels: every element function of ``fusedgan.kinds.Elem``, fused over two terms.
+
+``_loss_kernel`` is one launch over (up to) two logit tensors ``a`` and ``b``: programs
+``[0, progs_a)`` take blocks of ``a``, the rest take ``b`` (the discriminator's real and fake
+logits, whose sizes may differ).  Each program reads its block of logits (and labels / weights /
+grad_output when they are tensors) once, and, as the ``constexpr`` switches say,
+
+* writes the gradient ``scale * w * elem'(x, t)`` (times ``grad_output`` in the backward op),
+* writes the per-element values ``coef * w * elem(x, t)`` (reduction ``none``),
+* writes its partial sum of ``w * elem(x, t)`` into its own slot of ``partials``.
+
+``_finish_kernel`` (one program) then sums each term's slots in a fixed order, applies the term's
+``scale`` (``coef / N`` for ``mean``, ``coef`` otherwise) and writes ``terms`` and ``total``: the
+same bits run to run, no atomics.  With ``SINGLE`` one program loops over both tensors and finishes
+the reduction itself: small (launch-bound) problems take a single launch.
+
+Maths run in float32 (float64 when ``IS64``); loads and stores convert from and to the tensors'
+own dtypes.  Scalar arguments are declared float64 so that an fp64 problem keeps its labels exact
+and a caller passing fp64 scalars (Inductor) gets the same kernel; each is cast to the maths dtype
+once per program, so no vector arithmetic runs in fp64 unless the inputs are fp64.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# Mirrors fusedgan.kinds.Elem (a test checks they agree).
+BCE = tl.constexpr(0)
+HALF_SQUARE = tl.constexpr(1)
+LINEAR = tl.constexpr(2)
+HINGE = tl.constexpr(3)
+ELEM_CODES = {"BCE": 0, "HALF_SQUARE": 1, "LINEAR": 2, "HINGE": 3}
+
+
+@triton.jit
+def _to_acc(v, IS64: tl.constexpr):
+    if IS64:
+        return tl.cast(v, tl.float64)
+    else:
+        return tl.cast(v, tl.float32)
+
+
+@triton.jit
+def _scalar(v, IS64: tl.constexpr):
+    """A scalar argument in the maths dtype (tl.full keeps a Python float's fp64 bits in the
+    interpreter, where tl.cast would round it through fp32 first)."""
+    if IS64:
+        return tl.full([], v, tl.float64)
+    else:
+        return tl.full([], v, tl.float32)
+
+
+@triton.jit
+def _zero(IS64: tl.constexpr):
+    if IS64:
+        return tl.full([], 0.0, tl.float64)
+    else:
+        return tl.full([], 0.0, tl.float32)
+
+
+@triton.jit
+def _log1p_unit(e):
+    """log1p(e) for e in [0, 1] from one log: log(u) * e / (u - 1) with u = 1 + e (exact e/(u-1)
+    corrects the rounding of u); for e below half an ulp of 1, u == 1 and log1p(e) = e."""
+    u = 1.0 + e
+    d = u - 1.0
+    tiny = d == 0.0
+    return tl.where(tiny, e, tl.log(u) * (e / tl.where(tiny, 1.0, d)))
+
+
+@triton.jit
+def _elem(x, t, ELEM: tl.constexpr):
+    """(value, d value / dx) of element function ELEM at logits x, labels t (maths dtype)."""
+    if ELEM == 0:  # BCE: t*sp(-x) + (1-t)*sp(x); one exp, one log1p
+        e = tl.exp(-tl.abs(x))
+        inv = 1.0 / (1.0 + e)
+        pos = x >= 0
+        s = 1.0 - t
+        v = tl.where(pos, s * x, -t * x) + _log1p_unit(e)
+        # sigmoid(x) - t, never subtracting two numbers close to 1
+        d = tl.where(pos, s - t * e, s * e - t) * inv
+    elif ELEM == 1:  # HALF_SQUARE: 0.5 (x - t)^2
+        d = x - t
+        v = 0.5 * d * d
+    elif ELEM == 2:  # LINEAR: -t x
+        v = -t * x
+        d = tl.zeros_like(x) - t
+    else:  # HINGE: relu(1 - t x); NaN propagates as in torch.relu
+        m = 1.0 - t * x
+        v = tl.where(m < 0, 0.0, m)
+        d = tl.where(m <= 0, 0.0, tl.zeros_like(x) - t)
+    return v, d
+
+
+@triton.jit
+def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
+           ELEM: tl.constexpr, LAB: tl.constexpr, W: tl.constexpr, GO: tl.constexpr,
+           GRAD: tl.constexpr, VAL: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr):
+    """One block of one term; returns the block's sum of w * elem(x, t) (0 outside the tensor).
+
+    LAB / W / GO: 0 = absent (scalar ``lab`` for LAB), 1 = one element broadcast, 2 = per element.
+    """
+    offs = tl.cast(blk, tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = _to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), IS64)
+    if LAB == 0:
+        t = lab
+    elif LAB == 1:
+        t = _to_acc(tl.load(t_ptr), IS64)
+    else:
+        t = _to_acc(tl.load(t_ptr + offs, mask=mask, other=0.0), IS64)
+    v, d = _elem(x, t, ELEM)
+    if W == 1:
+        w = _to_acc(tl.load(w_ptr), IS64)
+        v = v * w
+        d = d * w
+    elif W == 2:
+        w = _to_acc(tl.load(w_ptr + offs, mask=mask, other=0.0), IS64)
+        v = v * w
+        d = d * w
+    if GRAD:
+        g = d * scale
+        if GO == 1:
+            g = g * _to_acc(tl.load(go_ptr), IS64)
+        elif GO == 2:
+            g = g * _to_acc(tl.load(go_ptr + offs, mask=mask, other=0.0), IS64)
+        tl.store(g_ptr + offs, g.to(g_ptr.dtype.element_ty), mask=mask)
+    if VAL:
+        tl.store(v_ptr + offs, (v * coef).to(v_ptr.dtype.element_ty), mask=mask)
+    return tl.sum(tl.where(mask, v, 0.0), axis=0)
+
+
+@triton.jit
+def _loss_kernel(
+    # term a
+    xa, ta, wa, goa, ga, va, na, lab_a: "fp64", coef_a: "fp64", scale_a: "fp64", progs_a,
+    # term b (ignored unless TWO)
+    xb, tb, wb, gob, gb, vb, nb, lab_b: "fp64", coef_b: "fp64", scale_b: "fp64",
+    # reduction outputs
+    partials, terms, total, term_off,
+    ELEM_A: tl.constexpr, LAB_A: tl.constexpr, W_A: tl.constexpr, GO_A: tl.constexpr,
+    GRAD_A: tl.constexpr, VAL_A: tl.constexpr,
+    ELEM_B: tl.constexpr, LAB_B: tl.constexpr, W_B: tl.constexpr, GO_B: tl.constexpr,
+    GRAD_B: tl.constexpr, VAL_B: tl.constexpr,
+    TWO: tl.constexpr, SUM: tl.constexpr, SINGLE: tl.constexpr, ACCUM: tl.constexpr,
+    IS64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    la = _scalar(lab_a, IS64)
+    ca = _scalar(coef_a, IS64)
+    sa = _scalar(scale_a, IS64)
+    lb = _scalar(lab_b, IS64)
+    cb = _scalar(coef_b, IS64)
+    sb = _scalar(scale_b, IS64)
+    if SINGLE:
+        # Launch-bound sizes: one program does everything, finishing the reduction itself.
+        acc_a = _zero(IS64)
+        for blk in range(0, tl.cdiv(na, BLOCK)):
+            acc_a += _block(blk, xa, ta, wa, goa, ga, va, na, la, ca, sa, ELEM_A, LAB_A, W_A, GO_A,
+                            GRAD_A, VAL_A, IS64, BLOCK)
+        term_a = acc_a * sa
+        tl.store(terms + term_off, term_a)
+        tot = term_a
+        if TWO:
+            acc_b = _zero(IS64)
+            for blk in range(0, tl.cdiv(nb, BLOCK)):
+                acc_b += _block(blk, xb, tb, wb, gob, gb, vb, nb, lb, cb, sb, ELEM_B, LAB_B, W_B,
+                                GO_B, GRAD_B, VAL_B, IS64, BLOCK)
+            term_b = acc_b * sb
+            tl.store(terms + term_off + 1, term_b)
+            tot = tot + term_b
+        if ACCUM:
+            tot = tl.load(total) + tot
+        tl.store(total, tot)
+    else:
+        pid = tl.program_id(0)
+        if pid < progs_a:
+            s = _block(pid, xa, ta, wa, goa, ga, va, na, la, ca, sa, ELEM_A, LAB_A, W_A, GO_A,
+                       GRAD_A, VAL_A, IS64, BLOCK)
+        else:
+            s = _block(pid - progs_a, xb, tb, wb, gob, gb, vb, nb, lb, cb, sb, ELEM_B, LAB_B, W_B,
+                       GO_B, GRAD_B, VAL_B, IS64, BLOCK)
+        if SUM:
+            tl.store(partials + pid, s)
+
+
+@triton.jit
+def _finish_kernel(partials, terms, total, term_off, progs_a, progs_b, scale_a: "fp64", scale_b: "fp64",
+                   TWO: tl.constexpr, ACCUM: tl.constexpr, IS64: tl.constexpr,
+                   RBLOCK: tl.constexpr):
+    """Fixed-order sum of each term's partials, times its scale; writes terms and total."""
+    r = tl.arange(0, RBLOCK)
+    acc = tl.zeros([RBLOCK], dtype=partials.dtype.element_ty)
+    for i in range(0, progs_a, RBLOCK):
+        acc += tl.load(partials + i + r, mask=i + r < progs_a, other=0.0)
+    term_a = tl.sum(acc, axis=0) * _scalar(scale_a, IS64)
+    tl.store(terms + term_off, term_a)
+    tot = term_a
+    if TWO:
+        acc = tl.zeros([RBLOCK], dtype=partials.dtype.element_ty)
+        for i in range(0, progs_b, RBLOCK):
+            acc += tl.load(partials + progs_a + i + r, mask=i + r < progs_b, other=0.0)
+        term_b = tl.sum(acc, axis=0) * _scalar(scale_b, IS64)
+        tl.store(terms + term_off + 1, term_b)
+        tot = tot + term_b
+    if ACCUM:
+        tot = tl.load(total) + tot
+    tl.store(total, tot)
