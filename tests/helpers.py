@@ -1,0 +1,90 @@
+"""Shared test machinery: fresh random inputs, the fp64 oracle and dtype-aware tolerances."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+import fusedgan as fg
+
+DEVICE = os.environ.get("FUSEDGAN_TEST_DEVICE", "cpu")
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+KINDS = ["ns", "mm", "ls", "wgan", "hinge"]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def fused_backends(device: str = DEVICE) -> list:
+    """The fused backends this suite checks on ``device`` (Triton on CPU has its own file)."""
+    names = [b for b in fg.available_backends(device) if b != "reference"]
+    if device == "cpu":
+        names = [b for b in names if b != "triton"]
+    return names
+
+
+def logits(shape, dtype, *, extreme=False, seed=None, device=DEVICE, scale=3.0):
+    """Fresh random logits; with ``extreme`` a few entries are +-1e4 and +-88 (saturation)."""
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * scale
+    if extreme and x.numel() > 0:
+        flat = x.view(-1)
+        vals = torch.tensor([1e4, -1e4, 88.0, -88.0, 30.0, -30.0, 0.0], dtype=torch.float64)
+        k = min(flat.numel(), vals.numel())
+        idx = torch.randperm(flat.numel(), generator=g)[:k]
+        flat[idx] = vals[:k]
+    if dtype == torch.float16:
+        x = x.clamp(-6e4, 6e4)
+    return x.to(dtype).to(device)
+
+
+def eps(dtype) -> float:
+    return torch.finfo(dtype).eps
+
+
+def err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """Max abs error in float64, NaN-aware (matching NaNs count as equal)."""
+    a, ref = a.double(), ref.double()
+    both_nan = torch.isnan(a) & torch.isnan(ref)
+    d = (a - ref).abs()
+    same_inf = (a == ref)  # equal infinities give nan differences
+    d = torch.where(both_nan | same_inf, torch.zeros_like(d), d)
+    return float(d.max()) if d.numel() else 0.0
+
+
+def assert_close_to_ref(out: torch.Tensor, ref64: torch.Tensor, torch_same: torch.Tensor, dtype, what: str,
+                        scale: float = 0.0):
+    """The error of ``out`` against the fp64 reference, by dtype.
+
+    fp32/fp64: elementwise relative tolerance (a few ulp of the accumulated value).  fp16/bf16
+    (FlashAttention's rule): at most 2x the error of torch's own same-dtype computation, plus
+    one ulp of the result's magnitude.
+    """
+    assert out.shape == ref64.shape, f"{what}: shape {tuple(out.shape)} != {tuple(ref64.shape)}"
+    assert torch.isnan(out.double()).eq(torch.isnan(ref64)).all(), f"{what}: NaN pattern differs"
+    if dtype in (torch.float32, torch.float64):
+        # rtol: a few ulp; atol: cancellation inherent in the formula (sigmoid(x) - t for a soft
+        # t near sigmoid(x)) costs a few ulp of the tensor's largest entry, whatever computes it.
+        rtol = 2e-6 if dtype == torch.float32 else 1e-12
+        finite = ref64[torch.isfinite(ref64)]
+        # ``scale``: the magnitude of what was summed (terms of opposite sign cancel in wgan).
+        atol = 4 * eps(dtype) * max(float(finite.abs().max()) if finite.numel() else 0.0, scale) + 1e-300
+        if torch.allclose(out.double(), ref64, rtol=rtol, atol=atol, equal_nan=True):
+            return
+        # Where the formula itself cancels, fall back to FlashAttention's rule (below).
+        e_out, e_torch = err(out, ref64), err(torch_same, ref64)
+        assert e_out <= 2 * e_torch, (
+            f"{what}: error {e_out:.3e} exceeds rtol {rtol} / atol {atol:.2e} and 2x torch's own "
+            f"{dtype} error {e_torch:.3e}"
+        )
+        return
+    e_out, e_torch = err(out, ref64), err(torch_same, ref64)
+    finite = ref64[torch.isfinite(ref64)]
+    mag = float(finite.abs().max()) if finite.numel() else 0.0
+    bound = 2 * e_torch + eps(dtype) * mag + 1e-30
+    assert e_out <= bound, f"{what}: error {e_out:.3e} > bound {bound:.3e} (torch same-dtype error {e_torch:.3e})"
+
+
+def ran_ops(fn) -> set:
+    """Names of the fusedgan operators that ran inside ``fn()`` (from the profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.name for e in prof.events() if e.name.startswith("fusedgan::")}

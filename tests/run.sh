@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Install fusedgan with its test tools on a fresh machine, build the extension, run every stage.
+# This is the README's test command; .ci/run runs exactly this.
+#
+#   bash tests/run.sh              # everything
+#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench cpp)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+STAGES=${STAGES:-"install python triton bench cpp"}
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"  # torch's own guess goes wrong with /usr/local/bin/nvcc
+export MAX_JOBS="${MAX_JOBS:-2}"
+REPORTS=$(mktemp -d)
+status=0
+t0=$SECONDS
+
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+banner() { echo; echo "=== $1  (t=$((SECONDS - t0))s)"; }
+
+# pytest exits 5 when it collects nothing: for us that means a broken stage, never a pass.
+run_pytest() {
+  local name=$1; shift
+  "$PY" -m pytest "$@" --junitxml="$REPORTS/$name.xml"
+  local rc=$?
+  if [ $rc -eq 5 ]; then echo "stage $name: pytest collected no tests"; rc=1; fi
+  [ $rc -eq 0 ] || { echo "stage $name FAILED (exit $rc)"; status=1; }
+}
+
+if want install; then
+  banner "install"
+  "$PY" -m pip install -q "torch==2.14.1" triton pybind11 ninja pytest pytest-benchmark || exit 1
+  "$PY" -m pip install -q --no-build-isolation -e ".[test]" || exit 1
+  "$PY" -c "import fusedgan; fusedgan.info()" || exit 1
+fi
+
+if want python; then
+  banner "python tests (every backend that runs here)"
+  run_pytest python tests -q --ignore-glob='tests/test_triton*.py'
+fi
+
+if want triton; then
+  # The variable must be set before triton is imported: its own process.
+  banner "triton backend under TRITON_INTERPRET=1"
+  TRITON_INTERPRET=1 run_pytest triton tests/test_triton.py -q
+fi
+
+if want bench; then
+  banner "benchmark smoke (pytest-benchmark, timing disabled)"
+  FUSEDGAN_BENCH_SIZES=64,4096 run_pytest bench benchmarks -q --benchmark-disable
+fi
+
+if want cpp; then
+  banner "CMake build + ctest"
+  build=$(mktemp -d)
+  prefix=$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')
+  if cmake -S . -B "$build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" -DPython3_EXECUTABLE="$(command -v "$PY")" \
+      && cmake --build "$build" -j "$MAX_JOBS"; then
+    (cd "$build" && ctest --output-on-failure) || { echo "stage cpp FAILED (ctest)"; status=1; }
+  else
+    echo "stage cpp FAILED (build)"; status=1
+  fi
+fi
+
+banner "summary"
+"$PY" - "$REPORTS" <<'PYEOF'
+import glob, sys, xml.etree.ElementTree as ET
+tot = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+for path in sorted(glob.glob(sys.argv[1] + "/*.xml")):
+    for suite in ET.parse(path).getroot().iter("testsuite"):
+        for k in tot:
+            tot[k] += int(suite.get(k, 0))
+        print(f"  {path.rsplit('/', 1)[-1][:-4]:8s} {suite.get('tests')} tests, {suite.get('failures')} failed, "
+              f"{suite.get('errors')} errors, {suite.get('skipped')} skipped")
+failed = tot["failures"] + tot["errors"]
+print(f"{tot['tests'] - failed - tot['skipped']} passed, {failed} failed, {tot['skipped']} skipped")
+PYEOF
+echo "total time: $((SECONDS - t0))s"
+exit $status
