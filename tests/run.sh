@@ -28,7 +28,7 @@ run_pytest() {
 
 if want install; then
   banner "install"
-  "$PY" -m pip install -q "torch==2.14.1" triton pybind11 ninja pytest pytest-benchmark || exit 1
+  "$PY" -m pip install -q "torch==2.14.1" triton pybind11 ninja pytest pytest-benchmark matplotlib tqdm scikit-learn || exit 1
   "$PY" -m pip install -q --no-build-isolation -e ".[test]" || exit 1
   "$PY" -c "import fusedgan; fusedgan.info()" || exit 1
 fi
