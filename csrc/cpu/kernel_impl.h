@@ -1,0 +1,180 @@
+// The chunk kernel, included by kernel_default.cpp / kernel_avx2.cpp / kernel_avx512.cpp, each of
+// which first defines CPU_CAPABILITY (as ATen does) and the instruction set it may use.
+#pragma once
+
+#ifndef CPU_CAPABILITY
+#error "define CPU_CAPABILITY before including kernel_impl.h"
+#endif
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "loss_terms_cpu.h"
+#include "vec_ops.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FG_INLINE_LAMBDA __attribute__((always_inline))
+#else
+#define FG_INLINE_LAMBDA
+#endif
+
+namespace fusedgan::cpu::CPU_CAPABILITY {
+namespace {
+
+template <class S>
+using acc_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
+
+// Loads and stores of K accumulation-type vectors = one step of the loop.  Half and BFloat16
+// steps hold two float vectors (one Vectorized<Half>).
+template <class S>
+struct Io {
+  using A = acc_t<S>;
+  using V = Vectorized<A>;
+  static constexpr int K = 1;
+  static constexpr int64_t kStep = V::size();
+  static FG_INLINE void load(const S* p, int64_t cnt, V* out) { out[0] = V::loadu(p, cnt); }
+  static FG_INLINE void store(S* p, const V* in, int64_t cnt) { in[0].store(p, cnt); }
+};
+
+template <class S>
+struct IoReduced {
+  using V = Vectorized<float>;
+  static constexpr int K = 2;
+  static constexpr int64_t kStep = Vectorized<S>::size();
+  static_assert(kStep == 2 * V::size());
+  static FG_INLINE void load(const S* p, int64_t cnt, V* out) {
+    auto [a, b] = at::vec::convert_to_float<S>(Vectorized<S>::loadu(p, cnt));
+    out[0] = a;
+    out[1] = b;
+  }
+  static FG_INLINE void store(S* p, const V* in, int64_t cnt) {
+    at::vec::convert_from_float<S>(in[0], in[1]).store(p, cnt);
+  }
+};
+template <>
+struct Io<c10::Half> : IoReduced<c10::Half> {};
+template <>
+struct Io<c10::BFloat16> : IoReduced<c10::BFloat16> {};
+
+template <class A>
+FG_INLINE double hsum(const Vectorized<A>& v) {
+  __at_align__ A buf[Vectorized<A>::size()];
+  v.store(buf);
+  double s = 0.0;
+  for (int64_t i = 0; i < Vectorized<A>::size(); ++i) s += static_cast<double>(buf[i]);
+  return s;
+}
+
+// Sum over [begin, end) of term `a` of w * value; writes grad and values.  Returned in double.
+template <class S, Elem E, bool kGrad>
+double term_range(const TermArgs& a, int64_t begin, int64_t end) {
+  using IO = Io<S>;
+  using A = acc_t<S>;
+  using V = Vectorized<A>;
+  using Ops = VecOps<A>;
+  constexpr int K = IO::K;
+  constexpr int64_t kStep = IO::kStep;
+  static_assert(kRun % kStep == 0);
+
+  const S* x = static_cast<const S*>(a.x);
+  const S* lab = static_cast<const S*>(a.label);
+  const S* wt = static_cast<const S*>(a.weight);
+  S* grad = static_cast<S*>(a.grad);
+  S* vals = static_cast<S*>(a.values);
+  const bool lab_full = a.label_mode == Operand::FULL;
+  const bool has_w = a.weight_mode != Operand::ARG;
+  const bool w_full = a.weight_mode == Operand::FULL;
+  // Broadcast operands are read from memory here, so callers never need .item().
+  const V t_b(a.label_mode == Operand::SCALAR ? static_cast<A>(lab[0]) : static_cast<A>(a.label_value));
+  const V w_b(a.weight_mode == Operand::SCALAR ? static_cast<A>(wt[0]) : A(1));
+  const V gscale(static_cast<A>(a.grad_scale));
+  const V vscale(static_cast<A>(a.value_scale));
+  const V zero(A(0));
+
+  // One step at element j with cnt <= kStep valid lanes; adds w*value of valid lanes into acc.
+  auto step = [&](int64_t j, int64_t cnt, V& acc, bool tail) FG_INLINE_LAMBDA {
+    V xv[K], tv[K], wv[K], gv[K], vv[K];
+    IO::load(x + j, cnt, xv);
+    if (lab_full) IO::load(lab + j, cnt, tv);
+    else for (int k = 0; k < K; ++k) tv[k] = t_b;
+    if (w_full) IO::load(wt + j, cnt, wv);
+    else for (int k = 0; k < K; ++k) wv[k] = w_b;
+    for (int k = 0; k < K; ++k) {
+      V v, g;
+      elem_eval<E, V, Ops>(xv[k], tv[k], v, g);
+      if (has_w) {
+        v = v * wv[k];
+        g = g * wv[k];
+      }
+      gv[k] = g * gscale;
+      vv[k] = v * vscale;
+      if (tail) {
+        // Padding lanes hold x = 0: drop them by selection (0 * inf would be NaN).
+        const int64_t valid = std::clamp<int64_t>(cnt - k * V::size(), 0, V::size());
+        const V lane = V::arange(A(0), A(1));
+        v = V::blendv(zero, v, lane < V(static_cast<A>(valid)));
+      }
+      acc = acc + v;
+    }
+    if constexpr (kGrad) IO::store(grad + j, gv, cnt);
+    if (vals) IO::store(vals + j, vv, cnt);
+  };
+
+  double total = 0.0;
+  for (int64_t r0 = begin; r0 < end; r0 += kRun) {
+    const int64_t r1 = std::min(r0 + kRun, end);
+    V acc(A(0));
+    int64_t j = r0;
+    for (; j + kStep <= r1; j += kStep) step(j, kStep, acc, false);
+    if (j < r1) step(j, r1 - j, acc, true);
+    total += hsum(acc);
+  }
+  return total;
+}
+
+// Without a gradient the kernel skips its work (for BCE: the division), not just the store.
+template <class S, Elem E>
+double term_range_g(const TermArgs& a, int64_t begin, int64_t end) {
+  return a.grad ? term_range<S, E, true>(a, begin, end) : term_range<S, E, false>(a, begin, end);
+}
+
+template <class S>
+double term_range_dispatch(const TermArgs& a, int64_t begin, int64_t end) {
+  switch (static_cast<Elem>(a.elem)) {
+    case Elem::BCE: return term_range_g<S, Elem::BCE>(a, begin, end);
+    case Elem::HALF_SQUARE: return term_range_g<S, Elem::HALF_SQUARE>(a, begin, end);
+    case Elem::LINEAR: return term_range_g<S, Elem::LINEAR>(a, begin, end);
+    default: return term_range_g<S, Elem::HINGE>(a, begin, end);
+  }
+}
+
+template <class S>
+void run_chunks_t(const ChunkTable& tab, int64_t c0, int64_t c1, double* partials) {
+  int i = 0;
+  while (tab.first_chunk[i + 1] <= c0) ++i;
+  for (int64_t c = c0; c < c1; ++c) {
+    while (tab.first_chunk[i + 1] <= c) ++i;
+    const TermArgs& a = tab.terms[i];
+    const int64_t begin = (c - tab.first_chunk[i]) * kChunk;
+    const int64_t end = std::min(begin + kChunk, a.n);
+    partials[c] = term_range_dispatch<S>(a, begin, end);
+  }
+}
+
+}  // namespace
+
+void run_chunks(const ChunkTable& tab, int64_t c0, int64_t c1, double* partials) {
+  switch (tab.dtype) {
+    case Dtype::F32: return run_chunks_t<float>(tab, c0, c1, partials);
+    case Dtype::F64: return run_chunks_t<double>(tab, c0, c1, partials);
+    case Dtype::F16: return run_chunks_t<c10::Half>(tab, c0, c1, partials);
+    case Dtype::BF16: return run_chunks_t<c10::BFloat16>(tab, c0, c1, partials);
+  }
+}
+
+}  // namespace fusedgan::cpu::CPU_CAPABILITY

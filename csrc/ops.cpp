@@ -1,0 +1,83 @@
+// fusedgan operator schemas and the fusedgan._C Python module.
+//
+// fusedgan::loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad)
+//     -> (total, terms, grads, values)
+// computes n loss terms in one pass.  For term i, with x = logits[i], N = x.numel(), label t
+// (labels[i]: 1 or N elements, else label_values[i]), weight w (weights[i]: 1 or N elements, else 1),
+// scale = 1/N for MEAN and 1 otherwise, and math in float (double for float64 logits):
+//     terms[i]  = coefs[i] * scale * sum_j w_j * elem(x_j, t_j)         (acc dtype, shape [n])
+//     total     = terms[0] + terms[1] + ...                             (acc dtype, 0-dim)
+//     grads[i]  = coefs[i] * scale * w * d elem/dx   if need_grad[i]    (x's shape and dtype)
+//     values[i] = coefs[i] * w * elem(x, t)          if reduction NONE  (x's shape and dtype)
+// Unwanted grads / values are empty [0] tensors.  Elements functions: fusedgan/math.h.
+#include <torch/library.h>
+
+#include "fusedgan/math.h"
+#include "fusedgan/ops.h"
+
+TORCH_LIBRARY(fusedgan, m) {
+  m.def(fusedgan::kLossTermsSchema, {at::Tag::pt2_compliant_tag});
+}
+
+// The Python module: introspection only, never on the hot path (ops go through torch.ops).
+#if defined(TORCH_EXTENSION_NAME)
+#include <torch/extension.h>
+#include <torch/version.h>
+
+#include <string>
+
+#ifndef FUSEDGAN_CUDA_ARCHS
+#define FUSEDGAN_CUDA_ARCHS ""
+#endif
+
+namespace {
+
+pybind11::dict elem_codes() {
+  using fusedgan::Elem;
+  using fusedgan::Reduction;
+  pybind11::dict d;
+  d["elem.BCE"] = static_cast<int>(Elem::BCE);
+  d["elem.HALF_SQUARE"] = static_cast<int>(Elem::HALF_SQUARE);
+  d["elem.LINEAR"] = static_cast<int>(Elem::LINEAR);
+  d["elem.HINGE"] = static_cast<int>(Elem::HINGE);
+  d["reduction.NONE"] = static_cast<int>(Reduction::NONE);
+  d["reduction.MEAN"] = static_cast<int>(Reduction::MEAN);
+  d["reduction.SUM"] = static_cast<int>(Reduction::SUM);
+  return d;
+}
+
+std::string compiler() {
+#if defined(__clang__)
+  return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  return std::string("gcc ") + __VERSION__;
+#elif defined(_MSC_VER)
+  return "msvc " + std::to_string(_MSC_VER);
+#else
+  return "unknown";
+#endif
+}
+
+pybind11::dict build_info() {
+  pybind11::dict d;
+  d["cpu"] = true;
+#if defined(FUSEDGAN_WITH_CUDA)
+  d["cuda"] = true;
+#else
+  d["cuda"] = false;
+#endif
+  d["cuda_archs"] = std::string(FUSEDGAN_CUDA_ARCHS);
+  d["cpu_capability"] = std::string(fusedgan::cpu::cpu_capability_name());
+  d["torch_version"] = std::string(TORCH_VERSION);
+  d["compiler"] = compiler();
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fusedgan native kernels; the operators live in torch.ops.fusedgan";
+  m.def("elem_codes", &elem_codes, "Elem and Reduction numbering of csrc/include/fusedgan/math.h");
+  m.def("build_info", &build_info, "What this build of fusedgan._C contains");
+}
+#endif
