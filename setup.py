@@ -23,15 +23,25 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = "csrc"
 PACKAGES = find_packages(include=["fusedgan", "fusedgan.*"])
 
-# The chunk kernel is compiled once per SIMD level, each with its own -m flags; the dispatcher in
-# csrc/cpu/loss_terms_cpu.cpp picks one at run time (as ATen does with CPU_CAPABILITY).
-SIMD_KERNELS = {
-    "csrc/cpu/kernel_avx2.cpp": ("FUSEDGAN_HAVE_AVX2", ["-mavx2", "-mfma", "-mf16c"]),
-    "csrc/cpu/kernel_avx512.cpp": (
+# Kernels are compiled once per SIMD level, each with its own -m flags: a file named
+# csrc/cpu/*_avx2.cpp or *_avx512.cpp gets that level's flags, and the dispatcher of each kernel
+# (e.g. csrc/cpu/loss_terms_cpu.cpp) picks one at run time (as ATen does with CPU_CAPABILITY).
+SIMD_LEVELS = {
+    "avx2": ("FUSEDGAN_HAVE_AVX2", ["-mavx2", "-mfma", "-mf16c"]),
+    "avx512": (
         "FUSEDGAN_HAVE_AVX512",
         ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
     ),
 }
+
+
+def _simd_level(path: str):
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return next((lvl for lvl in SIMD_LEVELS if stem.endswith("_" + lvl)), None)
+
+
+CPU_FILES = sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
+SIMD_KERNELS = {p: SIMD_LEVELS[_simd_level(p)] for p in CPU_FILES if _simd_level(p)}
 # -Wall stays on; these come from torch's own headers (#pragma unroll, GCC 12's false positive on
 # _mm512_undefined_ps, the AVX argument-passing ABI note).
 QUIET = ["-Wno-unknown-pragmas", "-Wno-psabi", "-Wno-maybe-uninitialized"]
@@ -91,12 +101,14 @@ def make_extensions():
               "installing without the native extension", file=sys.stderr)
         return [], {}
 
-    sources = ["csrc/ops.cpp", "csrc/cpu/loss_terms_cpu.cpp", "csrc/cpu/kernel_default.cpp"]
+    # Every csrc/*.cpp and csrc/cpu/*.cpp (SIMD variants separately, below): adding a kernel is
+    # adding a file.
+    sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp"))) + [p for p in CPU_FILES if not _simd_level(p)]
     define_macros = []
     simd = {}
     if _is_x86() and os.name != "nt":
         simd = dict(SIMD_KERNELS)
-        define_macros += [(macro, "1") for macro, _ in simd.values()]
+        define_macros += sorted({(macro, "1") for macro, _ in simd.values()})
     cxx = [*CXX_FLAGS]
     nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
     ext_cls = cpp_extension.CppExtension

@@ -88,6 +88,14 @@ class LossTermsFunction(torch.autograd.Function):
         return (None, *out, *([None] * (2 * n)))
 
 
+def apply_loss_terms(spec: TermSpec, logits, labels, weights):
+    """Run the loss terms of ``spec`` with autograd: the one entry point of the fused losses.
+
+    Returns ``(total, terms)`` for mean/sum and ``(*values, terms)`` for ``none``.
+    """
+    return LossTermsFunction.apply(spec, *logits, *labels, *weights)
+
+
 def _recompute(ctx, logits, labels, weights, grad_outputs):
     """Exact gradients (to any order) by differentiating the reference formula."""
     spec = ctx.spec

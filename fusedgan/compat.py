@@ -33,7 +33,7 @@ from torch.nn import _reduction as _Reduction
 from torch.overrides import has_torch_function_variadic
 
 from . import backends, reference
-from .autograd import LossTermsFunction, TermSpec
+from .autograd import TermSpec, apply_loss_terms
 from .kinds import Elem, Reduction
 
 Tensor = torch.Tensor
@@ -85,7 +85,7 @@ def _loss_terms(xs, labels, label_values, weights, elems, coefs, reduction):
         return list(values) if reduction == Reduction.NONE else total
     spec = TermSpec(name, tuple(int(e) for e in elems), tuple(float(v) for v in label_values),
                     tuple(float(c) for c in coefs), int(reduction))
-    out = LossTermsFunction.apply(spec, *xs, *labels, *weights)
+    out = apply_loss_terms(spec, xs, labels, weights)
     return list(out[:-1]) if reduction == Reduction.NONE else out[0]
 
 

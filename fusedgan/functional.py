@@ -2,7 +2,7 @@
 
 Arguments are checked here (errors name the argument), labels and weights are brought to the
 form the kernels read, and the call goes to the backend chosen by ``fusedgan.backends``: the
-reference formulas, or one fused operator through ``LossTermsFunction``.
+reference formulas, or one fused operator through ``autograd.apply_loss_terms``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Optional, Union
 import torch
 
 from . import backends, reference
-from .autograd import LossTermsFunction, TermSpec
+from .autograd import TermSpec, apply_loss_terms
 from .kinds import DEFAULT_LABELS, Reduction, Term, kind_spec, reduction_code
 
 Tensor = torch.Tensor
@@ -106,7 +106,7 @@ def _fused(backend, terms, logits, labels, label_values, weights, reduction):
         tuple(float(t.coef) for t in terms),
         int(reduction),
     )
-    out = LossTermsFunction.apply(spec, *logits, *labels, *weights)
+    out = apply_loss_terms(spec, logits, labels, weights)
     if reduction == Reduction.NONE:
         return out[:-1]
     return out[0]
