@@ -4,7 +4,10 @@ Package metadata lives in pyproject.toml.  Environment switches:
   FUSEDGAN_BUILD_EXT=0|1|auto  the extension: 0 skips it (pure-Python install: Triton / reference
                               backends), 1 requires it, auto (default) builds it when a compiler and
                               torch are there and falls back to pure Python if the build fails
-  FUSEDGAN_BUILD_CUDA=0|1|auto  CUDA kernels (auto: torch has CUDA and nvcc is found)
+  FUSEDGAN_BUILD_CUDA=0|1|auto  CUDA kernels (auto: torch has CUDA and nvcc is found; 1: a CUDA
+                              build failure is an error)
+  CUDA_HOME                   the CUDA toolkit (default /usr/local/cuda); no GPU is needed
+  TORCH_CUDA_ARCH_LIST        GPU archs (default: the visible GPUs', else 8.0;8.6;9.0+PTX)
   MAX_JOBS                    parallel compile jobs (ninja)
 Without a working C++ compiler the install still succeeds, without the extension.
 """
@@ -77,6 +80,14 @@ def _want_cuda(torch) -> bool:
     return have and bool(cuda_sources)
 
 
+def _default_cuda_archs(torch) -> str:
+    """The visible GPUs' archs, else the common datacenter ones (+PTX for newer GPUs)."""
+    if torch.cuda.is_available():
+        caps = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+        return ";".join(f"{major}.{minor}" for major, minor in sorted(caps))
+    return "8.0;8.6;9.0+PTX"
+
+
 def _have_compiler() -> bool:
     cxx = os.environ.get("CXX", "c++").split()[0]
     return shutil.which(cxx) is not None
@@ -86,7 +97,8 @@ def make_extensions():
     mode = _env_flag("FUSEDGAN_BUILD_EXT", "auto")
     if mode in ("0", "off", "false", "no"):
         return [], {}
-    required = mode in ("1", "on", "true", "yes")
+    required = mode in ("1", "on", "true", "yes") or _env_flag("FUSEDGAN_BUILD_CUDA", "auto") in (
+        "1", "on", "true", "yes")
     if not _have_compiler():
         if required:
             raise RuntimeError("FUSEDGAN_BUILD_EXT=1 but no C++ compiler was found")
@@ -110,12 +122,14 @@ def make_extensions():
         simd = dict(SIMD_KERNELS)
         define_macros += sorted({(macro, "1") for macro, _ in simd.values()})
     cxx = [*CXX_FLAGS]
-    nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+    nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo",
+            *[f for flag in CXX_FLAGS[1:] for f in ("-Xcompiler", flag)]]  # -Wall for host code
     ext_cls = cpp_extension.CppExtension
     if _want_cuda(torch):
-        os.environ.setdefault("CUDA_HOME", _cuda_home())
-        if not torch.cuda.is_available():
-            os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0;10.0;12.0")
+        # torch fixed its CUDA_HOME when cpp_extension was imported, from a guess that a wrapper
+        # nvcc on PATH can mislead: use ours (CUDA_HOME, else /usr/local/cuda).
+        cpp_extension.CUDA_HOME = os.environ["CUDA_HOME"] = _cuda_home()
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", _default_cuda_archs(torch))
         # Adding a CUDA kernel = dropping a .cu file in csrc/cuda/.
         sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
         define_macros += [("FUSEDGAN_WITH_CUDA", "1"),
