@@ -1,0 +1,197 @@
+// CPU kernels of fusedgan::group_sumsq and fusedgan::group_scale_mul (schemas and contract:
+// csrc/penalty.cpp, docs/operators.md).
+//
+// g is viewed, contiguous, as [A, C, B]; group (a, b) is the column g[a, :, b].
+// Determinism: the work is cut into tasks whose boundaries depend only on (A, C, B), never on the
+// thread count; each task writes its own output slots (or partial sums), and partials are added
+// in a fixed order.  So the bits are the same for 1 or N threads.  The inner loops are compiled
+// once per SIMD level (penalty_kernel_*.cpp); the level is the one loss_terms uses
+// (cpu_capability_name(), capped by FUSEDGAN_CPU_CAPABILITY).
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "fusedgan/ops.h"
+#include "penalty_cpu.h"
+
+namespace fusedgan::cpu {
+namespace {
+
+// Elements summed by one task of group_sumsq (rows of at most this are one task; longer rows are
+// cut into chunks of this length whose double partials are added in order).
+constexpr int64_t kSumChunk = 8192;
+// Columns per task when the groups are columns (B > 1).
+constexpr int64_t kTileB = 1024;
+// Elements per task of group_scale_mul (elementwise: any split gives the same bits).
+constexpr int64_t kScaleGrain = 32768;
+
+const PenaltyKernels& kernels() {
+  static const PenaltyKernels* k = [] {
+    const char* name = cpu_capability_name();
+#if defined(FUSEDGAN_HAVE_AVX512)
+    if (!std::strcmp(name, "avx512")) return &AVX512::kPenaltyKernels;
+#endif
+#if defined(FUSEDGAN_HAVE_AVX2)
+    if (!std::strcmp(name, "avx2")) return &AVX2::kPenaltyKernels;
+#endif
+    (void)name;
+    return &DEFAULT::kPenaltyKernels;
+  }();
+  return *k;
+}
+
+Dtype dtype_of(const at::Tensor& g, const char* op) {
+  switch (g.scalar_type()) {
+    case at::kFloat: return Dtype::F32;
+    case at::kDouble: return Dtype::F64;
+    case at::kHalf: return Dtype::F16;
+    case at::kBFloat16: return Dtype::BF16;
+    default:
+      TORCH_CHECK(false, "fusedgan::", op, ": g must be float16, bfloat16, float32 or float64, got ",
+                  g.scalar_type());
+  }
+}
+
+void check_layout(const at::Tensor& g, int64_t A, int64_t C, int64_t B, const char* op) {
+  TORCH_CHECK(g.device().is_cpu(), "fusedgan::", op, " (CPU kernel): g is on ", g.device());
+  TORCH_CHECK(A >= 0 && C >= 0 && B >= 0, "fusedgan::", op, ": A, C, B must be >= 0, got ", A,
+              ", ", C, ", ", B);
+  TORCH_CHECK(A * C * B == g.numel(), "fusedgan::", op, ": A * C * B = ", A * C * B,
+              " must equal g.numel() = ", g.numel());
+}
+
+template <class T>
+void sumsq_impl(const at::Tensor& x, int64_t A, int64_t C, int64_t B, Dtype dt, T* out) {
+  const PenaltyKernels& k = kernels();
+  const size_t es = x.element_size();
+  const char* base = static_cast<const char*>(x.const_data_ptr());
+  if (B == 1) {
+    if (C <= kSumChunk) {
+      // Whole rows per task.
+      const int64_t grain = std::max<int64_t>(1, kSumChunk / std::max<int64_t>(C, 1));
+      at::parallel_for(0, A, grain, [&](int64_t a0, int64_t a1) {
+        for (int64_t a = a0; a < a1; ++a) out[a] = static_cast<T>(k.sumsq(base + a * C * es, C, dt));
+      });
+      return;
+    }
+    const int64_t nck = (C + kSumChunk - 1) / kSumChunk;
+    std::vector<double> part(A * nck);
+    at::parallel_for(0, A * nck, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t a = t / nck, c0 = (t % nck) * kSumChunk;
+        part[t] = k.sumsq(base + (a * C + c0) * es, std::min(kSumChunk, C - c0), dt);
+      }
+    });
+    at::parallel_for(0, A, 64, [&](int64_t a0, int64_t a1) {
+      for (int64_t a = a0; a < a1; ++a) {
+        double s = 0.0;
+        for (int64_t i = 0; i < nck; ++i) s += part[a * nck + i];
+        out[a] = static_cast<T>(s);
+      }
+    });
+    return;
+  }
+  // Columns: tasks of (a, c-chunk, b-tile); each accumulates its columns over its rows.
+  const int64_t tile = std::min(B, kTileB);
+  const int64_t nb = (B + tile - 1) / tile;
+  const int64_t rows = std::max<int64_t>(1, kSumChunk / tile);
+  const int64_t nc = (C + rows - 1) / rows;
+  std::vector<T> part;
+  T* dst = out;  // one c-chunk: accumulate straight into the output
+  if (nc > 1) {
+    part.assign(A * nc * B, T(0));
+    dst = part.data();
+  } else {
+    std::fill(out, out + A * B, T(0));
+  }
+  at::parallel_for(0, A * nc * nb, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t a = t / (nc * nb), ci = (t / nb) % nc, bi = t % nb;
+      const int64_t c0 = ci * rows, b0 = bi * tile;
+      k.sumsq_cols(base + ((a * C + c0) * B + b0) * es, std::min(rows, C - c0), B,
+                   std::min(tile, B - b0), dst + (a * nc + ci) * B + b0, dt);
+    }
+  });
+  if (nc > 1) {
+    at::parallel_for(0, A * B, 4096, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t a = i / B, b = i % B;
+        T s = 0;
+        for (int64_t ci = 0; ci < nc; ++ci) s += part[(a * nc + ci) * B + b];
+        out[i] = s;
+      }
+    });
+  }
+}
+
+}  // namespace
+
+at::Tensor group_sumsq_cpu(const at::Tensor& g, int64_t A, int64_t C, int64_t B) {
+  const Dtype dt = dtype_of(g, "group_sumsq");
+  check_layout(g, A, C, B, "group_sumsq");
+  const at::ScalarType acc = dt == Dtype::F64 ? at::kDouble : at::kFloat;
+  at::Tensor out = at::empty({A, B}, g.options().dtype(acc));
+  if (A * B == 0) return out;
+  const at::Tensor x = g.contiguous();
+  if (acc == at::kDouble) sumsq_impl(x, A, C, B, dt, out.mutable_data_ptr<double>());
+  else sumsq_impl(x, A, C, B, dt, out.mutable_data_ptr<float>());
+  return out;
+}
+
+at::Tensor group_scale_mul_cpu(const at::Tensor& g, const at::Tensor& scale,
+                               const at::Tensor& grad_output, int64_t A, int64_t C, int64_t B) {
+  const Dtype dt = dtype_of(g, "group_scale_mul");
+  check_layout(g, A, C, B, "group_scale_mul");
+  const at::ScalarType acc = dt == Dtype::F64 ? at::kDouble : at::kFloat;
+  TORCH_CHECK(scale.numel() == A * B, "fusedgan::group_scale_mul: scale must have A * B = ", A * B,
+              " elements, got ", scale.numel());
+  TORCH_CHECK(grad_output.numel() == 1, "fusedgan::group_scale_mul: grad_output must have one "
+              "element, got ", grad_output.numel());
+  TORCH_CHECK(scale.device().is_cpu() && grad_output.device().is_cpu(),
+              "fusedgan::group_scale_mul (CPU kernel): scale and grad_output must be CPU tensors");
+  at::Tensor out = at::empty(g.sizes(), g.options());
+  const int64_t n = g.numel();
+  if (n == 0) return out;
+  const at::Tensor x = g.contiguous();
+  const at::Tensor s = scale.to(acc).contiguous();
+  // grad_output lives in CPU memory: reading it is a load, not a device synchronisation.
+  const double go = grad_output.to(at::kDouble).reshape({}).const_data_ptr<double>()[0];
+  const PenaltyKernels& k = kernels();
+  const size_t es = x.element_size();
+  const char* src = static_cast<const char*>(x.const_data_ptr());
+  char* dst = static_cast<char*>(out.mutable_data_ptr());
+  const void* sp = s.const_data_ptr();
+  const int64_t row = C * B;  // elements of one a
+  at::parallel_for(0, n, kScaleGrain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1;) {
+      if (B == 1) {
+        const int64_t a = i / row, end = std::min(i1, (a + 1) * row);
+        // (scale * grad_output) rounded to acc once per group, then times g.
+        const double f = acc == at::kDouble
+                             ? static_cast<const double*>(sp)[a] * go
+                             : static_cast<double>(static_cast<const float*>(sp)[a] * static_cast<float>(go));
+        k.scale(src + i * es, dst + i * es, end - i, f, dt);
+        i = end;
+      } else {
+        const int64_t r = i / B, b = i % B, a = r / C, end = std::min(i1, (r + 1) * B);
+        const size_t as = acc == at::kDouble ? sizeof(double) : sizeof(float);
+        k.scale_cols(src + i * es, dst + i * es, end - i,
+                     static_cast<const char*>(sp) + (a * B + b) * as, go, dt);
+        i = end;
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace fusedgan::cpu
+
+TORCH_LIBRARY_IMPL(fusedgan, CPU, m) {
+  m.impl("group_sumsq", &fusedgan::cpu::group_sumsq_cpu);
+  m.impl("group_scale_mul", &fusedgan::cpu::group_scale_mul_cpu);
+}

@@ -1,0 +1,199 @@
+// The inner loops of the penalty operators, included by penalty_kernel_{default,avx2,avx512}.cpp,
+// each of which first defines CPU_CAPABILITY (as kernel_impl.h's users do).  Vectorized<float>
+// (Vectorized<double> for float64) does the arithmetic; float16 / bfloat16 are widened to float on
+// load, so squares of values up to 65504 never overflow.
+#pragma once
+
+#ifndef CPU_CAPABILITY
+#error "define CPU_CAPABILITY before including penalty_kernel_impl.h"
+#endif
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "penalty_cpu.h"
+
+namespace fusedgan::cpu::CPU_CAPABILITY {
+namespace {
+
+using at::vec::Vectorized;
+
+template <class S>
+using pacc_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
+
+// K accumulation vectors per step of kStep storage elements (K = 2 for half types).
+template <class S>
+struct PIo {
+  using A = pacc_t<S>;
+  using V = Vectorized<A>;
+  static constexpr int K = 1;
+  static constexpr int64_t kStep = V::size();
+  static void load(const S* p, int64_t cnt, V* out) { out[0] = V::loadu(p, cnt); }
+  static void store(S* p, const V* in, int64_t cnt) { in[0].store(p, cnt); }
+};
+
+template <class S>
+struct PIoReduced {
+  using A = float;
+  using V = Vectorized<float>;
+  static constexpr int K = 2;
+  static constexpr int64_t kStep = Vectorized<S>::size();
+  static_assert(kStep == 2 * V::size());
+  static void load(const S* p, int64_t cnt, V* out) {
+    auto [a, b] = at::vec::convert_to_float<S>(Vectorized<S>::loadu(p, cnt));
+    out[0] = a;
+    out[1] = b;
+  }
+  static void store(S* p, const V* in, int64_t cnt) {
+    at::vec::convert_from_float<S>(in[0], in[1]).store(p, cnt);
+  }
+};
+template <>
+struct PIo<c10::Half> : PIoReduced<c10::Half> {};
+template <>
+struct PIo<c10::BFloat16> : PIoReduced<c10::BFloat16> {};
+
+// Lanes of vector k (of K) that hold valid elements when a step loads cnt elements.
+template <class V>
+int64_t lanes(int64_t cnt, int k) {
+  return std::clamp<int64_t>(cnt - static_cast<int64_t>(k) * V::size(), 0, V::size());
+}
+
+template <class S>
+double sumsq_t(const S* p, int64_t n) {
+  using IO = PIo<S>;
+  using A = typename IO::A;
+  using V = typename IO::V;
+  constexpr int K = IO::K;
+  constexpr int U = 4;  // independent accumulators: hides the FMA latency
+  constexpr int64_t kStep = IO::kStep;
+  V acc[U * K];
+  for (auto& a : acc) a = V(A(0));
+  V v[K];
+  int64_t j = 0;
+  for (; j + U * kStep <= n; j += U * kStep) {
+    for (int u = 0; u < U; ++u) {
+      IO::load(p + j + u * kStep, kStep, v);
+      for (int k = 0; k < K; ++k) acc[u * K + k] = at::vec::fmadd(v[k], v[k], acc[u * K + k]);
+    }
+  }
+  for (; j < n; j += kStep) {  // the tail: padding lanes load as 0 and add nothing
+    IO::load(p + j, std::min<int64_t>(kStep, n - j), v);
+    for (int k = 0; k < K; ++k) acc[k] = at::vec::fmadd(v[k], v[k], acc[k]);
+  }
+  for (int i = 1; i < U * K; ++i) acc[0] = acc[0] + acc[i];
+  __at_align__ A buf[V::size()];
+  acc[0].store(buf);
+  double s = 0.0;
+  for (int64_t i = 0; i < V::size(); ++i) s += static_cast<double>(buf[i]);
+  return s;
+}
+
+template <class S>
+void sumsq_cols_t(const S* p, int64_t rows, int64_t stride, int64_t width, pacc_t<S>* out) {
+  using IO = PIo<S>;
+  using V = typename IO::V;
+  constexpr int K = IO::K;
+  constexpr int64_t kStep = IO::kStep;
+  V v[K], acc[K];
+  // Column block outer, rows inner: the sums stay in registers (rows is at most a few dozen).
+  for (int64_t b = 0; b < width; b += kStep) {
+    const int64_t cnt = std::min<int64_t>(kStep, width - b);
+    for (int k = 0; k < K; ++k) acc[k] = V::loadu(out + b + k * V::size(), lanes<V>(cnt, k));
+    for (int64_t r = 0; r < rows; ++r) {
+      IO::load(p + r * stride + b, cnt, v);
+      for (int k = 0; k < K; ++k) acc[k] = at::vec::fmadd(v[k], v[k], acc[k]);
+    }
+    for (int k = 0; k < K; ++k) {
+      const int64_t m = lanes<V>(cnt, k);
+      if (m > 0) acc[k].store(out + b + k * V::size(), m);
+    }
+  }
+}
+
+template <class S>
+void scale_t(const S* g, S* out, int64_t n, pacc_t<S> f) {
+  using IO = PIo<S>;
+  using V = typename IO::V;
+  constexpr int K = IO::K;
+  constexpr int64_t kStep = IO::kStep;
+  const V fv(f);
+  V v[K];
+  for (int64_t j = 0; j < n; j += kStep) {
+    const int64_t cnt = std::min<int64_t>(kStep, n - j);
+    IO::load(g + j, cnt, v);
+    for (int k = 0; k < K; ++k) v[k] = v[k] * fv;
+    IO::store(out + j, v, cnt);
+  }
+}
+
+template <class S>
+void scale_cols_t(const S* g, S* out, int64_t n, const pacc_t<S>* s, pacc_t<S> go) {
+  using IO = PIo<S>;
+  using V = typename IO::V;
+  constexpr int K = IO::K;
+  constexpr int64_t kStep = IO::kStep;
+  const V gov(go);
+  V v[K];
+  for (int64_t j = 0; j < n; j += kStep) {
+    const int64_t cnt = std::min<int64_t>(kStep, n - j);
+    IO::load(g + j, cnt, v);
+    for (int k = 0; k < K; ++k) {
+      const int64_t m = lanes<V>(cnt, k);
+      v[k] = m == 0 ? v[k] : v[k] * (V::loadu(s + j + k * V::size(), m) * gov);
+    }
+    IO::store(out + j, v, cnt);
+  }
+}
+
+// Dtype switch: f<S>() for the storage type of dt.
+template <class F>
+decltype(auto) with_dtype(Dtype dt, F&& f) {
+  switch (dt) {
+    case Dtype::F64: return f(double{});
+    case Dtype::F16: return f(c10::Half{});
+    case Dtype::BF16: return f(c10::BFloat16{});
+    case Dtype::F32:
+    default: return f(float{});
+  }
+}
+
+double sumsq(const void* p, int64_t n, Dtype dt) {
+  return with_dtype(dt, [&](auto s) {
+    using S = decltype(s);
+    return sumsq_t<S>(static_cast<const S*>(p), n);
+  });
+}
+
+void sumsq_cols(const void* p, int64_t rows, int64_t stride, int64_t width, void* out, Dtype dt) {
+  with_dtype(dt, [&](auto s) {
+    using S = decltype(s);
+    sumsq_cols_t<S>(static_cast<const S*>(p), rows, stride, width, static_cast<pacc_t<S>*>(out));
+  });
+}
+
+void scale(const void* g, void* out, int64_t n, double f, Dtype dt) {
+  with_dtype(dt, [&](auto s) {
+    using S = decltype(s);
+    scale_t<S>(static_cast<const S*>(g), static_cast<S*>(out), n, static_cast<pacc_t<S>>(f));
+  });
+}
+
+void scale_cols(const void* g, void* out, int64_t n, const void* sc, double go, Dtype dt) {
+  with_dtype(dt, [&](auto s) {
+    using S = decltype(s);
+    scale_cols_t<S>(static_cast<const S*>(g), static_cast<S*>(out), n,
+                    static_cast<const pacc_t<S>*>(sc), static_cast<pacc_t<S>>(go));
+  });
+}
+
+}  // namespace
+
+extern const PenaltyKernels kPenaltyKernels{&sumsq, &sumsq_cols, &scale, &scale_cols};
+
+}  // namespace fusedgan::cpu::CPU_CAPABILITY

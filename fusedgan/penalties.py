@@ -1,0 +1,376 @@
+"""Gradient penalties (WGAN-GP, DRAGAN, R1, R2): one pass forward, one pass backward.
+
+The penalties act on a gradient tensor ``g`` (``[B, ...]``), usually
+``torch.autograd.grad(D(x).sum(), x, create_graph=True)[0]``; their backward flows into ``g`` and
+from there, through the double backward, into D's parameters.
+
+Operators (contract: docs/operators.md).  ``g`` is viewed as ``[A, C, B]`` with one penalty group
+per column ``g[a, :, b]``::
+
+    group_sumsq(g, A, C, B) -> sumsq [A, B]                       forward: one read of g
+    group_scale_mul(g, scale, grad_output, A, C, B) -> grad_g     backward: one read, one write
+
+Forward turns ``sumsq`` into the penalty and the per-group ``scale = d penalty / d g / g`` with a
+few tiny tensor ops and saves only ``g`` and ``scale``.  With ``create_graph=True`` the backward
+recomputes through ``fusedgan.reference`` so higher-order gradients stay exact.
+
+| function | per group | default reduction |
+|---|---|---|
+| ``gradient_penalty`` | ``(||g|| - center)^2`` (``relu(||g|| - center)^2`` one-sided) | mean over groups |
+| ``r1_penalty`` / ``r2_penalty`` | ``(gamma / 2) * sum(g_b^2)`` | mean over the batch |
+
+Norms: ``"sample"`` over all non-batch dims (WGAN-GP paper, StudioGAN, CycleGAN), ``"pixel"``
+over dim 1 (BasicSR, mmagic), ``"batch"`` over the whole tensor (torchgan).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Callable, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from . import _ext, backends, reference
+
+Tensor = torch.Tensor
+
+NORMS = reference.PENALTY_NORMS
+REDUCTIONS = ("mean", "sum", "none")
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _has_native(key: str) -> bool:
+    if _ext._C is None:
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("fusedgan::group_sumsq", key)
+    except RuntimeError:
+        return False
+
+
+# Read on the hot path: plain values keep torch.compile from breaking the graph.
+_NATIVE = {"cpu": _has_native("CPU"), "cuda": _has_native("CUDA")}
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# Operators: fake implementations and the per-backend entry points.
+
+
+def _group_sumsq_fake(g, A, C, B):
+    return g.new_empty((A, B), dtype=_acc_dtype(g.dtype))
+
+
+def _group_scale_mul_fake(g, scale, grad_output, A, C, B):
+    return g.new_empty(g.shape)
+
+
+if _ext._C is not None and hasattr(torch.ops.fusedgan, "group_sumsq"):
+    torch.library.register_fake("fusedgan::group_sumsq")(_group_sumsq_fake)
+    torch.library.register_fake("fusedgan::group_scale_mul")(_group_scale_mul_fake)
+
+
+def _ops(backend: str) -> Tuple[Callable, Callable]:
+    if backend == "triton":
+        from .triton import penalty as _tp  # noqa: F401  (registers the Triton operators)
+
+        return torch.ops.fusedgan.triton_group_sumsq, torch.ops.fusedgan.triton_group_scale_mul
+    return torch.ops.fusedgan.group_sumsq, torch.ops.fusedgan.group_scale_mul
+
+
+def _backend(g: Tensor, backend: Optional[str]) -> str:
+    name = backends.resolve(g.device, backend)
+    if name in ("cpu", "cuda") and not _NATIVE.get(g.device.type, False):
+        # An extension built before the penalty kernels existed: the reference still runs.
+        if backend is not None or backends.requested_backend() is not None:
+            raise RuntimeError(f"backend: {name!r} was requested but fusedgan._C has no penalty "
+                               f"kernels for {g.device.type} tensors (rebuild the extension)")
+        name = "reference"
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments.
+
+
+class _Spec(NamedTuple):
+    """The static part of a penalty call."""
+
+    backend: str
+    kind: str  # "gp" or "r1"
+    layout: Tuple[int, int, int]  # (A, C, B)
+    group_shape: Tuple[int, ...]  # shape of the per-group values (reduction "none")
+    center: float
+    one_sided: bool
+    norm: str
+    reduction: str
+    gamma: float
+
+
+def _check_g(g, min_dim: int, what: str) -> None:
+    if not isinstance(g, torch.Tensor):
+        raise TypeError(f"g: expected a torch.Tensor (the gradient), got {type(g).__name__}")
+    if g.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"g: must be float16, bfloat16, float32 or float64, got {g.dtype}")
+    if g.dim() < min_dim:
+        raise ValueError(f"g: {what} needs a tensor with at least {min_dim} dims (batch first), "
+                         f"got shape {tuple(g.shape)}")
+
+
+def _check_real(value, name: str, *, nonneg: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or (nonneg and value < 0):
+        raise ValueError(f"{name}: expected a finite{' non-negative' if nonneg else ''} number, got {value}")
+    return value
+
+
+def _layout(g: Tensor, norm: str) -> Tuple[Tuple[int, int, int], Tuple[int, ...]]:
+    """(A, C, B) of the operator view and the shape of the per-group values."""
+    n = g.numel()
+    if norm == "batch":
+        return (1, n, 1), ()
+    a = g.shape[0]
+    if norm == "sample":
+        return (a, math.prod(g.shape[1:]), 1), (a,)
+    return (a, g.shape[1], math.prod(g.shape[2:])), (a, *g.shape[2:])
+
+
+# ---------------------------------------------------------------------------------------------
+# The autograd Function.
+
+
+def _reference_value(spec: _Spec, g: Tensor) -> Tensor:
+    if spec.kind == "r1":
+        return reference.r1_penalty(g, spec.gamma)
+    return reference.gradient_penalty(g, center=spec.center, one_sided=spec.one_sided, norm=spec.norm,
+                                      reduction=spec.reduction)
+
+
+def _value_and_scale(spec: _Spec, sumsq: Tensor, batch: int) -> Tuple[Tensor, Tensor]:
+    """The penalty and ``scale = d penalty / d g / g`` per group, from ``sumsq`` ([A, B])."""
+    if spec.kind == "r1":
+        value = (spec.gamma / 2) * (sumsq.reshape(()) / batch)
+        return value, torch.full_like(sumsq, spec.gamma / batch if batch else math.nan)
+    pos = sumsq > 0
+    inv_norm = torch.where(pos, sumsq.rsqrt(), 0.0)  # 1/||g||, and 0 at g = 0: a zero gradient
+    d = sumsq * inv_norm - spec.center  # ||g|| - center
+    if spec.one_sided:
+        d = F.relu(d)
+    per_group = d.square()
+    scale = 2 * d * inv_norm
+    if spec.reduction == "mean":
+        groups = sumsq.numel()
+        return per_group.mean(), scale / groups if groups else scale
+    if spec.reduction == "sum":
+        return per_group.sum(), scale
+    return per_group.reshape(spec.group_shape), scale
+
+
+class GroupPenaltyFunction(torch.autograd.Function):
+    """``apply(spec, g)``: a penalty of ``g`` (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, spec: _Spec, g: Tensor):
+        sumsq_op, _ = _ops(spec.backend)
+        sumsq = sumsq_op(g, *spec.layout)
+        value, scale = _value_and_scale(spec, sumsq, g.shape[0] if g.dim() else 1)
+        ctx.spec = spec
+        ctx.save_for_backward(g, scale)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        spec = ctx.spec
+        g, scale = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # Double backward: differentiate the reference so every order is exact.
+            with torch.enable_grad():
+                gi = g.view_as(g)
+                (grad,) = torch.autograd.grad(_reference_value(spec, gi), gi, grad_output, create_graph=True)
+            return None, grad.to(g.dtype)
+        go = grad_output.to(scale.dtype)
+        if spec.reduction == "none" and spec.kind == "gp":
+            scale = scale * go.reshape(scale.shape)  # per-group grad_output folded into the scale
+            go = torch.ones((), dtype=scale.dtype, device=scale.device)
+        _, scale_mul_op = _ops(spec.backend)
+        return None, scale_mul_op(g, scale, go, *spec.layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Functional API.
+
+
+def gradient_penalty(g: Tensor, *, center: float = 1.0, one_sided: bool = False, norm: str = "sample",
+                     reduction: str = "mean", backend: Optional[str] = None) -> Tensor:
+    """``E_group (||g_group|| - center)^2`` (one-sided: ``relu(||g|| - center)^2``).
+
+    ``norm``: ``"sample"`` (L2 over all non-batch dims; WGAN-GP), ``"pixel"`` (over dim 1;
+    BasicSR, mmagic) or ``"batch"`` (over the whole tensor; torchgan).  ``reduction``: ``"mean"``
+    over groups, ``"sum"``, or ``"none"`` (per group: ``[B]``, ``[B, *g.shape[2:]]`` or 0-dim).
+    Float32 result (float64 for float64 ``g``); finite with a zero gradient at ``g = 0``.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm: unknown penalty norm {norm!r}; expected one of {list(NORMS)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: unknown reduction {reduction!r}; expected one of {list(REDUCTIONS)}")
+    _check_g(g, 0 if norm == "batch" else 2, f"norm={norm!r}")
+    center = _check_real(center, "center")
+    if not isinstance(one_sided, bool):
+        raise TypeError(f"one_sided: expected a bool, got {type(one_sided).__name__}")
+    name = _backend(g, backend)
+    if name == "reference":
+        return reference.gradient_penalty(g, center=center, one_sided=one_sided, norm=norm, reduction=reduction)
+    layout, group_shape = _layout(g, norm)
+    spec = _Spec(name, "gp", layout, group_shape, center, one_sided, norm, reduction, 0.0)
+    return GroupPenaltyFunction.apply(spec, g)
+
+
+def r1_penalty(g: Tensor, gamma: float = 10.0, *, backend: Optional[str] = None) -> Tensor:
+    """R1 (Mescheder et al. 2018), StyleGAN2 convention: ``(gamma / 2) * E_b sum(g_b^2)``.
+
+    ``g`` is the gradient of D's output at real data.  Float32 result (float64 for float64 ``g``).
+    """
+    _check_g(g, 2, "r1_penalty")
+    gamma = _check_real(gamma, "gamma", nonneg=True)
+    name = _backend(g, backend)
+    if name == "reference":
+        return reference.r1_penalty(g, gamma)
+    spec = _Spec(name, "r1", (1, g.numel(), 1), (), 0.0, False, "sample", "mean", gamma)
+    return GroupPenaltyFunction.apply(spec, g)
+
+
+def r2_penalty(g: Tensor, gamma: float = 10.0, *, backend: Optional[str] = None) -> Tensor:
+    """R2: the R1 formula on the gradient of D's output at fake data."""
+    return r1_penalty(g, gamma, backend=backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# One-line penalty terms: build the inputs, run D, take the gradient, apply the penalty.
+
+
+def _input_grad(D: Callable, x: Tensor, scaler) -> Tensor:
+    """``d sum(D(x)) / d x`` with ``create_graph=True``.
+
+    With an enabled ``torch.amp.GradScaler`` the gradient is taken of the scaled output and then
+    unscaled (the PyTorch AMP recipe for gradient penalties), so fp16 gradients do not underflow.
+    The scale is read as a tensor: no host synchronisation.
+    """
+    out = D(x)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    total = out.float().sum()  # summed in float32: a scaled fp16 sum could overflow
+    enabled = scaler is not None and scaler.is_enabled()
+    if enabled:
+        total = scaler.scale(total)
+    (g,) = torch.autograd.grad(total, x, create_graph=True)
+    if enabled:
+        inv = getattr(scaler, "_scale", None)
+        inv = (1.0 / scaler.get_scale()) if inv is None else inv.double().reciprocal().float()
+        g = g * inv
+    return g
+
+
+def _batch_shape(x: Tensor) -> Tuple[int, ...]:
+    return (x.shape[0],) + (1,) * (x.dim() - 1)
+
+
+def wgan_gp(D: Callable, real: Tensor, fake: Tensor, weight: float = 10.0, *, center: float = 1.0,
+            norm: str = "sample", one_sided: bool = False, scaler=None,
+            backend: Optional[str] = None) -> Tensor:
+    """``weight * gradient_penalty(dD/dx at x_hat)`` with ``x_hat = u * real + (1 - u) * fake``.
+
+    WGAN-GP (Gulrajani et al. 2017): one ``u ~ U[0, 1)`` per sample; ``real`` and ``fake`` are
+    detached.  Pass the training loop's ``torch.amp.GradScaler`` as ``scaler`` under autocast.
+    """
+    _check_g(real, 2, "wgan_gp")
+    if not isinstance(fake, torch.Tensor) or fake.shape != real.shape:
+        raise ValueError(f"fake: expected a tensor of real's shape {tuple(real.shape)}")
+    weight = _check_real(weight, "weight")
+    u = torch.rand(_batch_shape(real), device=real.device, dtype=real.dtype)
+    x = torch.lerp(fake.detach(), real.detach(), u).requires_grad_(True)
+    g = _input_grad(D, x, scaler)
+    return weight * gradient_penalty(g, center=center, one_sided=one_sided, norm=norm, backend=backend)
+
+
+def dragan(D: Callable, real: Tensor, weight: float = 10.0, *, center: float = 1.0, noise_scale: float = 0.5,
+           norm: str = "sample", scaler=None, backend: Optional[str] = None) -> Tensor:
+    """DRAGAN (Kodali et al. 2017): the gradient penalty around perturbed real data.
+
+    Convention (the authors' code): ``x_p = real + noise_scale * std(real) * U[0, 1)`` elementwise
+    (``std`` over the whole batch), then ``x_hat = u * real + (1 - u) * x_p`` with one
+    ``u ~ U[0, 1)`` per sample; penalty ``weight * (||dD/dx(x_hat)|| - center)^2``, ``center = 1``
+    (the paper's ``k``) and ``weight = 10`` (its ``lambda``).
+    """
+    _check_g(real, 2, "dragan")
+    weight = _check_real(weight, "weight")
+    noise_scale = _check_real(noise_scale, "noise_scale", nonneg=True)
+    r = real.detach()
+    x_p = r + noise_scale * r.std() * torch.rand_like(r)
+    u = torch.rand(_batch_shape(r), device=r.device, dtype=r.dtype)
+    x = torch.lerp(x_p, r, u).requires_grad_(True)
+    g = _input_grad(D, x, scaler)
+    return weight * gradient_penalty(g, center=center, norm=norm, backend=backend)
+
+
+def r1(D: Callable, real: Tensor, gamma: float = 10.0, *, scaler=None, backend: Optional[str] = None) -> Tensor:
+    """``r1_penalty`` of D's gradient at ``real`` (detached): ``(gamma / 2) * E_b ||dD/dx||^2``."""
+    _check_g(real, 2, "r1")
+    x = real.detach().requires_grad_(True)
+    return r1_penalty(_input_grad(D, x, scaler), gamma, backend=backend)
+
+
+def r2(D: Callable, fake: Tensor, gamma: float = 10.0, *, scaler=None, backend: Optional[str] = None) -> Tensor:
+    """``r2_penalty`` of D's gradient at ``fake`` (detached)."""
+    return r1(D, fake, gamma, scaler=scaler, backend=backend)
+
+
+class LazyRegularization:
+    """Lazy regularisation (StyleGAN2, Karras et al. 2020): a penalty every ``interval`` steps.
+
+    Apply the penalty when ``should_apply(step)`` and multiply it by ``gain`` (= ``interval``) so its
+    average strength is unchanged.  The optimizer of the regularised network then takes
+    ``interval + 1`` steps per ``interval`` minibatches; ``adam_hparams`` returns StyleGAN2's
+    correction ``lr * k / (k + 1)``, ``beta ** (k / (k + 1))`` with ``k = interval``.
+    """
+
+    def __init__(self, interval: int):
+        if isinstance(interval, bool) or not isinstance(interval, numbers.Integral) or interval < 1:
+            raise ValueError(f"interval: expected an integer >= 1, got {interval!r}")
+        self.interval = int(interval)
+
+    @property
+    def gain(self) -> int:
+        return self.interval
+
+    @property
+    def ratio(self) -> float:
+        return self.interval / (self.interval + 1)
+
+    def should_apply(self, step: int) -> bool:
+        return step % self.interval == 0
+
+    def adam_hparams(self, lr: float, betas: Tuple[float, float] = (0.0, 0.99)) -> Tuple[float, Tuple[float, float]]:
+        c = self.ratio
+        return lr * c, (betas[0] ** c, betas[1] ** c)
+
+    def __repr__(self) -> str:
+        return f"LazyRegularization(interval={self.interval})"
+
+
+__all__ = [
+    "GroupPenaltyFunction",
+    "LazyRegularization",
+    "dragan",
+    "gradient_penalty",
+    "r1",
+    "r1_penalty",
+    "r2",
+    "r2_penalty",
+    "wgan_gp",
+]
