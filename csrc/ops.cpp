@@ -15,8 +15,17 @@
 #include "fusedgan/math.h"
 #include "fusedgan/ops.h"
 
+// fusedgan::loss_terms_stats(<same arguments>) -> (total, terms, grads, values, stats): loss_terms
+// plus, from the same pass, stats[i] = (sum x, sum sigmoid(x), count x > 0) over logits[i],
+// unweighted, shape [n, 3] in the acc dtype (docs/operators.md).
+static constexpr const char* kLossTermsStatsSchema =
+    "loss_terms_stats(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, "
+    "float[] label_values, float[] coefs, int reduction, bool[] need_grad) "
+    "-> (Tensor total, Tensor terms, Tensor[] grads, Tensor[] values, Tensor stats)";
+
 TORCH_LIBRARY(fusedgan, m) {
   m.def(fusedgan::kLossTermsSchema, {at::Tag::pt2_compliant_tag});
+  m.def(kLossTermsStatsSchema, {at::Tag::pt2_compliant_tag});
 }
 
 // The Python module: introspection only, never on the hot path (ops go through torch.ops).
@@ -40,6 +49,7 @@ pybind11::dict elem_codes() {
   d["elem.HALF_SQUARE"] = static_cast<int>(Elem::HALF_SQUARE);
   d["elem.LINEAR"] = static_cast<int>(Elem::LINEAR);
   d["elem.HINGE"] = static_cast<int>(Elem::HINGE);
+  d["elem.ABS"] = static_cast<int>(Elem::ABS);
   d["reduction.NONE"] = static_cast<int>(Reduction::NONE);
   d["reduction.MEAN"] = static_cast<int>(Reduction::MEAN);
   d["reduction.SUM"] = static_cast<int>(Reduction::SUM);

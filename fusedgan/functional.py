@@ -1,4 +1,4 @@
-"""The functional API: ``discriminator_loss`` and ``generator_loss``.
+"""The functional API: ``discriminator_loss``, ``generator_loss`` and ``feature_matching_loss``.
 
 Arguments are checked here (errors name the argument), labels and weights are brought to the
 form the kernels read, and the call goes to the backend chosen by ``fusedgan.backends``: the
@@ -6,14 +6,16 @@ reference formulas, or one fused operator through ``autograd.apply_loss_terms``.
 """
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 
-from . import backends, reference
-from .autograd import TermSpec, apply_loss_terms
-from .kinds import DEFAULT_LABELS, Reduction, Term, kind_spec, reduction_code
+from . import backends, ops, reference
+from .autograd import LossTermsFunction, TermSpec, apply_loss_terms
+from .kinds import (DEFAULT_LABELS, LOGISTIC, RELATIVISTIC, Elem, Reduction, Term, is_relativistic,
+                    kind_spec, reduction_code)
 
 Tensor = torch.Tensor
 Label = Union[float, Tensor]
@@ -112,9 +114,160 @@ def _fused(backend, terms, logits, labels, label_values, weights, reduction):
     return out[0]
 
 
+class _LossTermsStatsFunction(LossTermsFunction):
+    """``LossTermsFunction`` running ``loss_terms_stats``: one more, non-differentiable output
+    ``stats`` (``[n, 3]``) from the same pass; backward is the parent's (it ignores the extra
+    gradient slot).  Returns ``(total, terms, stats)``.  (Belongs next to its parent in
+    autograd.py; kept here while autograd.py has another owner.)"""
+
+    @staticmethod
+    def forward(ctx, spec: TermSpec, *tensors):
+        n = len(spec.elems)
+        logits = tensors[:n]
+        need_grad = [bool(ctx.needs_input_grad[1 + i]) for i in range(n)]
+        recompute = spec.backend in ops.RECOMPUTE_BACKENDS
+        total, terms, grads, _values, stats = ops.loss_terms_stats(
+            spec.backend, list(logits), list(tensors[n : 2 * n]), list(tensors[2 * n :]),
+            list(spec.elems), list(spec.label_values), list(spec.coefs), spec.reduction,
+            [False] * n if recompute else need_grad,
+        )
+        ctx.spec = spec
+        ctx.need_grad = need_grad
+        ctx.aux_need_grad = any(ctx.needs_input_grad[1 + n :])
+        ctx.aux_present = [t is not None for t in tensors[n:]]
+        ctx.save_for_backward(*grads, *logits, *[t for t in tensors[n:] if t is not None])
+        ctx.mark_non_differentiable(terms, stats)
+        ctx.set_materialize_grads(False)
+        return total, terms, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Lists of scales, relativistic logits, statistics: everything becomes one list of terms given to
+# one operator call (coefficients carry the scale weights and 1/num_scales).
+
+
+class _T(NamedTuple):
+    """One operator term: logits, label (tensor or None, value), weight, element function, coef."""
+
+    x: Tensor
+    label: Optional[Tensor]
+    label_value: float
+    weight: Optional[Tensor]
+    elem: int
+    coef: float
+
+
+def _scales(value, name: str):
+    """``(list of tensors, is_list)``: a list/tuple of logits (one per scale) or one tensor."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 0:
+            raise ValueError(f"{name}: expected at least one tensor (one per scale), got an empty {type(value).__name__}")
+        for i, v in enumerate(value):
+            if not isinstance(v, torch.Tensor):
+                raise TypeError(f"{name}[{i}]: expected a torch.Tensor, got {type(v).__name__}")
+        return list(value), True
+    return [value], False
+
+
+def _names(name: str, n: int, is_list: bool):
+    return [f"{name}[{i}]" for i in range(n)] if is_list else [name]
+
+
+def _scale_factors(n: int, is_list: bool, scale_weights, scale_reduction) -> list:
+    """Per-scale coefficient: ``scale_weights[s]`` divided by ``n`` for ``scale_reduction="mean"``."""
+    if scale_reduction not in ("mean", "sum"):
+        raise ValueError(f"scale_reduction: expected 'mean' or 'sum', got {scale_reduction!r}")
+    if scale_weights is None:
+        w = [1.0] * n
+    else:
+        if not is_list:
+            raise ValueError("scale_weights: only for lists of logits (one tensor per scale)")
+        if isinstance(scale_weights, torch.Tensor) or not isinstance(scale_weights, (list, tuple)):
+            raise TypeError("scale_weights: expected a list or tuple of numbers (kernel coefficients, "
+                            f"read on the host), got {type(scale_weights).__name__}")
+        if len(scale_weights) != n:
+            raise ValueError(f"scale_weights: expected {n} weights (one per scale), got {len(scale_weights)}")
+        w = [_number(v, f"scale_weights[{i}]") for i, v in enumerate(scale_weights)]
+    div = float(n) if scale_reduction == "mean" else 1.0
+    return [wi / div for wi in w]
+
+
+def _check_extras(reduction: Reduction, is_list: bool, return_per_scale: bool, return_stats: bool = False):
+    if reduction == Reduction.NONE:
+        if is_list:
+            raise ValueError("reduction: 'none' is not supported for lists of scales (use 'mean' or 'sum')")
+        if return_per_scale:
+            raise ValueError("return_per_scale: needs reduction 'mean' or 'sum'")
+        if return_stats:
+            raise ValueError("return_stats: needs reduction 'mean' or 'sum'")
+
+
+def _rel_logit(which: str, r: Tensor, f: Tensor, mr: Tensor, mf: Tensor) -> Tensor:
+    return {"r-mf": lambda: r - mf, "f-mr": lambda: f - mr, "r-f": lambda: r - f, "f-r": lambda: f - r}[which]()
+
+
+def _rel_terms(kind: str, rows, r: Tensor, f: Tensor, fname: str, weights=(None, None)) -> list:
+    """Operator terms of a relativistic kind on one scale: the relativistic logits are formed
+    here, in the acc dtype (autograd carries the means' gradient), and read once by the kernel."""
+    if kind == "rsgan" and r.shape != f.shape:
+        raise ValueError(f"{fname}: rsgan pairs real and fake logits elementwise, so their shapes must "
+                         f"be equal; got real {tuple(r.shape)} and fake {tuple(f.shape)}")
+    acc = _acc(r.dtype)
+    r, f = r.to(acc), f.to(acc)
+    mr = r.mean() if kind != "rsgan" else None
+    mf = f.mean() if kind != "rsgan" else None
+    out = []
+    for row, w in zip(rows, weights):
+        x = _rel_logit(row.logit, r, f, mr, mf)
+        out.append(_T(x, None, float(row.label), None if w is None else w.to(acc), int(row.elem), float(row.coef)))
+    return out
+
+
+def _run(backend: str, terms: list, reduction: Reduction, stats: bool = False):
+    """One operator call over ``terms``: ``(total, terms)`` / ``(*values, terms)`` /
+    ``(total, terms, stats)``."""
+    spec = TermSpec(backend, tuple(t.elem for t in terms), tuple(t.label_value for t in terms),
+                    tuple(t.coef for t in terms), int(reduction))
+    xs, labs, ws = [t.x for t in terms], [t.label for t in terms], [t.weight for t in terms]
+    if stats:
+        return _LossTermsStatsFunction.apply(spec, *xs, *labs, *ws)
+    return apply_loss_terms(spec, xs, labs, ws)
+
+
+STAT_KEYS = ("mean_real_logit", "mean_fake_logit", "mean_real_prob", "mean_fake_prob",
+             "frac_real_positive", "frac_fake_negative")
+
+
+def _stats_dict(real_sums: Tensor, n_real: int, fake_sums: Tensor, n_fake: int, logistic: bool) -> dict:
+    """Training statistics from ``[sum x, sum sigmoid(x), count x > 0]`` of the real and fake
+    logits (0-dim tensors, no host sync; the mean of nothing is NaN, as in torch)."""
+    nan = torch.full_like(real_sums[0], math.nan)
+    r, f = real_sums / n_real if n_real else real_sums * nan, fake_sums / n_fake if n_fake else fake_sums * nan
+    return {
+        "mean_real_logit": r[0],
+        "mean_fake_logit": f[0],
+        "mean_real_prob": r[1] if logistic else nan,
+        "mean_fake_prob": f[1] if logistic else nan,
+        "frac_real_positive": r[2],
+        "frac_fake_negative": 1 - f[2],
+    }
+
+
+def _stats(kind: str, sums: Tensor, real_idx, fake_idx, terms: list) -> dict:
+    """Combine per-term ``sums`` ([n, 3]) over the real and fake terms of all scales."""
+    n_real = sum(terms[i].x.numel() for i in real_idx)
+    real = sums[list(real_idx)].sum(0)
+    if kind == "rsgan":  # one pairwise logit d = r - f per scale: the fake side sees -d
+        fake, n_fake = torch.stack([-real[0], n_real - real[1], n_real - real[2]]), n_real
+    else:
+        n_fake = sum(terms[i].x.numel() for i in fake_idx)
+        fake = sums[list(fake_idx)].sum(0)
+    return _stats_dict(real, n_real, fake, n_fake, kind in LOGISTIC)
+
+
 def discriminator_loss(
-    real: Tensor,
-    fake: Tensor,
+    real,
+    fake,
     kind: str = "ns",
     *,
     reduction: str = "mean",
@@ -122,6 +275,10 @@ def discriminator_loss(
     fake_label: Label = 0.0,
     real_weight: Optional[Tensor] = None,
     fake_weight: Optional[Tensor] = None,
+    scale_weights=None,
+    scale_reduction: str = "mean",
+    return_per_scale: bool = False,
+    return_stats: bool = False,
     backend: Optional[str] = None,
 ):
     """Discriminator loss ``real term + fake term`` of ``kind`` in one fused pass.
@@ -130,54 +287,286 @@ def discriminator_loss(
     ``ls``) are numbers or tensors broadcastable to the logits; weights are optional elementwise
     tensors.  ``reduction="mean"`` averages each term over its own elements and sums the two,
     ``"sum"`` sums, ``"none"`` returns the pair of per-element loss tensors.
+
+    Relativistic kinds (``rsgan``, ``ragan``, ``ralsgan``, ``rahinge``) take no labels; ``rsgan``
+    needs equal shapes and takes no weights.  Multi-scale: ``real`` and ``fake`` may be lists (or
+    tuples) of logits, one per scale, of any sizes: the loss is ``sum_s c_s * loss_s`` with
+    ``c_s = scale_weights[s]`` (default 1) divided by the number of scales for
+    ``scale_reduction="mean"`` (SPADE, BasicSR) and not for ``"sum"`` (pix2pixHD); all scales
+    run in one operator call.  ``return_per_scale=True`` adds the tensor of the ``c_s * loss_s``
+    (detached; they sum to the loss); ``return_stats=True`` adds a dict of 0-dim training
+    statistics (``STAT_KEYS``) computed in the same pass.  The result is ``loss``, or the tuple
+    ``(loss, per_scale?, stats?)`` of what was asked for.
     """
     spec = kind_spec(kind)
+    rel = is_relativistic(kind)
     red = reduction_code(reduction)
-    _check_logits(real, "real")
-    _check_logits(fake, "fake")
-    _check_same_device(fake, "fake", real, "real")
-    dtype = _common_dtype(real, fake)
-    real_c, fake_c = real.to(dtype), fake.to(dtype)
-    lab_r, val_r = _label(spec.d_real, {"real_label": real_label}, kind, real_c, "real")
-    lab_f, val_f = _label(spec.d_fake, {"fake_label": fake_label}, kind, fake_c, "fake")
-    w_r = _weight(real_weight, "real_weight", real_c, "real")
-    w_f = _weight(fake_weight, "fake_weight", fake_c, "fake")
-    name = backends.resolve(real.device, backend)
+    reals, real_list = _scales(real, "real")
+    fakes, fake_list = _scales(fake, "fake")
+    if real_list != fake_list:
+        raise TypeError("real: is a list of scales but fake is not" if real_list else
+                        "fake: is a list of scales but real is not")
+    is_list = real_list
+    if len(reals) != len(fakes):
+        raise ValueError(f"fake: has {len(fakes)} scales but real has {len(reals)}")
+    _check_extras(red, is_list, return_per_scale, return_stats)
+    S = len(reals)
+    factors = _scale_factors(S, is_list, scale_weights, scale_reduction)
+    rnames, fnames = _names("real", S, is_list), _names("fake", S, is_list)
+    for x, n in zip(reals + fakes, rnames + fnames):
+        _check_logits(x, n)
+    for x, n in zip(reals[1:] + fakes, rnames[1:] + fnames):
+        _check_same_device(x, n, reals[0], rnames[0])
+    if is_list:
+        for value, name in ((real_weight, "real_weight"), (fake_weight, "fake_weight")):
+            if value is not None:
+                raise ValueError(f"{name}: elementwise weights are not supported for lists of scales")
+    if rel:
+        for name, value in (("real_label", real_label), ("fake_label", fake_label)):
+            if isinstance(value, torch.Tensor) or _number(value, name) != DEFAULT_LABELS[name]:
+                raise ValueError(f"{name}: loss kind {kind!r} takes no {name}")
+        if kind == "rsgan":
+            for value, name in ((real_weight, "real_weight"), (fake_weight, "fake_weight")):
+                if value is not None:
+                    raise ValueError(f"{name}: loss kind 'rsgan' takes no weights")
+    dtype = _common_dtype(*reals, *fakes)
+    name = backends.resolve(reals[0].device, backend)
+    simple = not (is_list or rel or return_per_scale or return_stats)
+
+    # Arguments are checked (and the terms built) whichever backend runs.
+    terms, real_idx, fake_idx = [], [], []
+    for s, (r, f, c) in enumerate(zip(reals, fakes, factors)):
+        if rel:
+            ws = (real_weight, fake_weight)
+            if real_weight is not None:
+                ws = (_weight(real_weight, "real_weight", r, rnames[s]), ws[1])
+            if fake_weight is not None:
+                ws = (ws[0], _weight(fake_weight, "fake_weight", f, fnames[s]))
+            st = _rel_terms(kind, spec.d, r, f, fnames[s], ws)
+        else:
+            r_c, f_c = r.to(dtype), f.to(dtype)
+            lab_r, val_r = _label(spec.d_real, {"real_label": real_label}, kind, r_c, rnames[s])
+            lab_f, val_f = _label(spec.d_fake, {"fake_label": fake_label}, kind, f_c, fnames[s])
+            w_r = _weight(real_weight, "real_weight", r_c, rnames[s])
+            w_f = _weight(fake_weight, "fake_weight", f_c, fnames[s])
+            st = [_T(r_c, lab_r, val_r, w_r, int(spec.d_real.elem), float(spec.d_real.coef)),
+                  _T(f_c, lab_f, val_f, w_f, int(spec.d_fake.elem), float(spec.d_fake.coef))]
+        real_idx.append(len(terms))
+        if len(st) > 1:
+            fake_idx.append(len(terms) + 1)
+        terms.extend(t._replace(coef=t.coef * c) for t in st)
     if name == "reference":
         acc = _acc(dtype)
-        out = reference.discriminator_loss(
-            real.to(acc), fake.to(acc), kind, reduction=reduction, real_label=real_label,
-            fake_label=fake_label, real_weight=real_weight, fake_weight=fake_weight,
-        )
-        return (out[0].to(dtype), out[1].to(dtype)) if red == Reduction.NONE else out
-    return _fused(name, (spec.d_real, spec.d_fake), (real_c, fake_c), (lab_r, lab_f), (val_r, val_f), (w_r, w_f), red)
+        if simple:
+            out = reference.discriminator_loss(
+                real.to(acc), fake.to(acc), kind, reduction=reduction, real_label=real_label,
+                fake_label=fake_label, real_weight=real_weight, fake_weight=fake_weight,
+            )
+            return (out[0].to(dtype), out[1].to(dtype)) if red == Reduction.NONE else out
+        if red == Reduction.NONE:  # single-tensor relativistic
+            out = reference.discriminator_loss(reals[0].to(acc), fakes[0].to(acc), kind, reduction="none",
+                                               real_weight=real_weight, fake_weight=fake_weight)
+            return out.to(dtype) if kind == "rsgan" else (out[0].to(dtype), out[1].to(dtype))
+        per = [c * reference.discriminator_loss(
+                   r.to(acc), f.to(acc), kind, reduction=reduction, real_label=real_label,
+                   fake_label=fake_label, real_weight=real_weight, fake_weight=fake_weight)
+               for r, f, c in zip(reals, fakes, factors)]
+        loss = per[0]
+        for p in per[1:]:
+            loss = loss + p
+        extras = []
+        if return_per_scale:
+            extras.append(torch.stack([p.detach() for p in per]))
+        if return_stats:
+            rs, fs = [], []
+            for r, f in zip(reals, fakes):
+                r, f = r.detach().to(acc), f.detach().to(acc)
+                if kind == "rsgan":
+                    rs.append(r - f)
+                elif rel:
+                    rs.append(r - f.mean())
+                    fs.append(f - r.mean())
+                else:
+                    rs.append(r)
+                    fs.append(f)
+            real_sums = torch.stack([reference.logit_sums(x) for x in rs]).sum(0)
+            n_real = sum(x.numel() for x in rs)
+            if kind == "rsgan":
+                fake_sums = torch.stack([-real_sums[0], n_real - real_sums[1], n_real - real_sums[2]])
+                n_fake = n_real
+            else:
+                fake_sums = torch.stack([reference.logit_sums(x) for x in fs]).sum(0)
+                n_fake = sum(x.numel() for x in fs)
+            extras.append(_stats_dict(real_sums, n_real, fake_sums, n_fake, kind in LOGISTIC))
+        return (loss, *extras) if extras else loss
+
+    out = _run(name, terms, red, stats=return_stats)
+    if red == Reduction.NONE:
+        values = [v.to(dtype) for v in out[:-1]]  # relativistic logits ran in the acc dtype
+        return values[0] if kind == "rsgan" else tuple(values)
+    loss = out[0]
+    if simple:
+        return loss
+    extras = []
+    if return_per_scale:
+        extras.append(out[1].view(S, -1).sum(1))
+    if return_stats:
+        extras.append(_stats(kind, out[2], real_idx, fake_idx, terms))
+    return (loss, *extras) if extras else loss
 
 
 def generator_loss(
-    fake: Tensor,
+    fake,
     kind: str = "ns",
     *,
     reduction: str = "mean",
     target: Label = 1.0,
     weight: Optional[Tensor] = None,
+    real=None,
+    scale_weights=None,
+    scale_reduction: str = "mean",
+    return_per_scale: bool = False,
     backend: Optional[str] = None,
 ):
     """Generator loss of ``kind`` on fake logits in one fused pass.
 
     ``target`` is the label of the fake logits for ``ns`` (default 1) and ``c`` for ``ls``; other
-    kinds take none (a non-default ``target`` raises).
+    kinds take none (a non-default ``target`` raises).  Relativistic kinds need ``real`` (the
+    discriminator's real logits; the gradient reaches them too unless they are detached) and take
+    no ``target`` or ``weight``; other kinds reject ``real``.  ``fake`` (and ``real``) may be lists
+    of logits, one per scale, combined as in ``discriminator_loss`` (``scale_weights``,
+    ``scale_reduction``, ``return_per_scale``).
     """
     spec = kind_spec(kind)
+    rel = is_relativistic(kind)
     red = reduction_code(reduction)
-    _check_logits(fake, "fake")
-    lab, val = _label(spec.g_fake, {"target": target}, kind, fake, "fake")
-    w = _weight(weight, "weight", fake, "fake")
-    name = backends.resolve(fake.device, backend)
+    fakes, is_list = _scales(fake, "fake")
+    if rel:
+        if real is None:
+            raise ValueError(f"real: loss kind {kind!r} is relativistic: generator_loss needs the real "
+                             "logits, generator_loss(fake, kind, real=real)")
+        reals, real_list = _scales(real, "real")
+        if real_list != is_list:
+            raise TypeError("real: is a list of scales but fake is not" if real_list else
+                            "real: fake is a list of scales but real is not")
+        if len(reals) != len(fakes):
+            raise ValueError(f"real: has {len(reals)} scales but fake has {len(fakes)}")
+        if isinstance(target, torch.Tensor) or _number(target, "target") != DEFAULT_LABELS["target"]:
+            raise ValueError(f"target: loss kind {kind!r} takes no target")
+        if weight is not None:
+            raise ValueError(f"weight: loss kind {kind!r} takes no weight")
+    elif real is not None:
+        raise ValueError(f"real: only relativistic kinds ({', '.join(RELATIVISTIC)}) take real logits; "
+                         f"{kind!r} does not")
+    else:
+        reals = []
+    _check_extras(red, is_list, return_per_scale)
+    S = len(fakes)
+    factors = _scale_factors(S, is_list, scale_weights, scale_reduction)
+    fnames, rnames = _names("fake", S, is_list), _names("real", len(reals), is_list)
+    for x, n in zip(fakes + reals, fnames + rnames):
+        _check_logits(x, n)
+    for x, n in zip(fakes[1:] + reals, fnames[1:] + rnames):
+        _check_same_device(x, n, fakes[0], fnames[0])
+    if is_list and weight is not None:
+        raise ValueError("weight: elementwise weights are not supported for lists of scales")
+    dtype = _common_dtype(*fakes, *reals)
+    name = backends.resolve(fakes[0].device, backend)
+    simple = not (is_list or rel or return_per_scale)
+
+    terms = []
+    for s, (f, c) in enumerate(zip(fakes, factors)):
+        if rel:
+            if kind == "rsgan" and reals[s].shape != f.shape:
+                raise ValueError(f"{fnames[s]}: rsgan pairs real and fake logits elementwise, so their "
+                                 f"shapes must be equal; got real {tuple(reals[s].shape)} and fake {tuple(f.shape)}")
+            st = _rel_terms(kind, spec.g, reals[s], f, fnames[s])
+        else:
+            f_c = f.to(dtype)
+            lab, val = _label(spec.g_fake, {"target": target}, kind, f_c, fnames[s])
+            w = _weight(weight, "weight", f_c, fnames[s])
+            st = [_T(f_c, lab, val, w, int(spec.g_fake.elem), float(spec.g_fake.coef))]
+        terms.extend(t._replace(coef=t.coef * c) for t in st)
     if name == "reference":
-        out = reference.generator_loss(fake.to(_acc(fake.dtype)), kind, reduction=reduction, target=target, weight=weight)
-        return out.to(fake.dtype) if red == Reduction.NONE else out
-    out = _fused(name, (spec.g_fake,), (fake,), (lab,), (val,), (w,), red)
-    return out[0] if red == Reduction.NONE else out
+        acc = _acc(dtype)
+        if simple:
+            out = reference.generator_loss(fake.to(_acc(fake.dtype)), kind, reduction=reduction, target=target, weight=weight)
+            return out.to(fake.dtype) if red == Reduction.NONE else out
+        if red == Reduction.NONE:  # single-tensor relativistic
+            out = reference.generator_loss(fakes[0].to(acc), kind, reduction="none", real=reals[0].to(acc))
+            return out.to(dtype) if kind == "rsgan" else (out[0].to(dtype), out[1].to(dtype))
+        per = [c * reference.generator_loss(f.to(acc), kind, reduction=reduction, target=target,
+                                            real=r.to(acc) if rel else None)
+               for f, r, c in zip(fakes, reals if rel else fakes, factors)]
+        loss = per[0]
+        for p in per[1:]:
+            loss = loss + p
+        return (loss, torch.stack([p.detach() for p in per])) if return_per_scale else loss
+
+    out = _run(name, terms, red)
+    if red == Reduction.NONE:
+        values = [v.to(dtype) for v in out[:-1]]  # relativistic logits ran in the acc dtype
+        if rel and kind != "rsgan":
+            return tuple(values)
+        return values[0]
+    if return_per_scale:
+        return out[0], out[1].view(S, -1).sum(1)
+    return out[0]
+
+
+def feature_matching_loss(
+    fake_feats,
+    real_feats,
+    *,
+    weights=None,
+    detach_real: bool = True,
+    backend: Optional[str] = None,
+):
+    """Feature matching ``sum_i weights[i] * E |fake_feats[i] - real_feats[i]|`` (pix2pixHD,
+    SPADE), all layers in one operator call (element function ABS, the real features as labels).
+
+    ``fake_feats`` / ``real_feats``: lists (or tuples) of tensors of equal length, or two
+    tensors; layer ``i``'s tensors have equal shapes.  ``weights``: numbers, one per layer (default
+    1).  The real features are detached unless ``detach_real=False``; then, where they require
+    grad, the gradient reaches them too.  Returns the 0-dim loss (float32; float64 for float64).
+    """
+    fakes, f_list = _scales(fake_feats, "fake_feats")
+    reals, r_list = _scales(real_feats, "real_feats")
+    if f_list != r_list:
+        raise TypeError("real_feats: must be a list when fake_feats is, and a tensor when it is a tensor")
+    if len(reals) != len(fakes):
+        raise ValueError(f"real_feats: has {len(reals)} tensors but fake_feats has {len(fakes)}")
+    n = len(fakes)
+    fnames, rnames = _names("fake_feats", n, f_list), _names("real_feats", n, f_list)
+    for x, nm in zip(fakes + reals, fnames + rnames):
+        _check_logits(x, nm)
+    for i in range(n):
+        _check_same_device(fakes[i], fnames[i], fakes[0], fnames[0])
+        _check_same_device(reals[i], rnames[i], fakes[0], fnames[0])
+        if reals[i].shape != fakes[i].shape:
+            raise ValueError(f"{rnames[i]}: shape {tuple(reals[i].shape)} differs from {fnames[i]}'s "
+                             f"shape {tuple(fakes[i].shape)}")
+    if weights is None:
+        coefs = [1.0] * n
+    else:
+        if isinstance(weights, torch.Tensor) or not isinstance(weights, (list, tuple)):
+            raise TypeError(f"weights: expected a list or tuple of numbers, got {type(weights).__name__}")
+        if len(weights) != n:
+            raise ValueError(f"weights: expected {n} weights (one per layer), got {len(weights)}")
+        coefs = [_number(w, f"weights[{i}]") for i, w in enumerate(weights)]
+    if detach_real:
+        reals = [r.detach() for r in reals]
+    dtype = _common_dtype(*fakes, *reals)
+    name = backends.resolve(fakes[0].device, backend)
+    if name == "reference":
+        acc = _acc(dtype)
+        return reference.feature_matching_loss([f.to(acc) for f in fakes], [r.to(acc) for r in reals], coefs)
+    terms = []
+    for i, (f, r, c) in enumerate(zip(fakes, reals, coefs)):
+        f_c = f.to(dtype)
+        lab = _aux_tensor(r, rnames[i], f_c, fnames[i])
+        terms.append(_T(f_c, lab, 0.0, None, int(Elem.ABS), c))
+    return _run(name, terms, Reduction.MEAN)[0]
 
 
 # torch-compatible drop-ins (fused BCE-with-logits and MSE), see fusedgan.compat

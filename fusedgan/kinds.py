@@ -1,6 +1,6 @@
 """Loss kinds, element functions and reductions: the table every backend shares.
 
-A GAN loss term is ``coef * reduce(w * elem(x, t))`` where ``elem`` is one of four elementwise
+A GAN loss term is ``coef * reduce(w * elem(x, t))`` where ``elem`` is one of five elementwise
 functions of a logit ``x`` and a label ``t``.  Each user-facing ``kind`` (``ns``, ``mm``, ``ls``,
 ``wgan``, ``hinge``) is a row of ``KINDS`` naming the element function, label and coefficient of
 its discriminator-real, discriminator-fake and generator terms.  Kernels only know ``Elem``; the
@@ -13,6 +13,11 @@ test checks that they agree.
 | HALF_SQUARE   | 0.5 * (x - t)^2              | x - t                   |
 | LINEAR        | -t * x                       | -t                      |
 | HINGE         | relu(1 - t * x)              | -t * [1 - t*x > 0]      |
+| ABS           | abs(x - t)                   | sign(x - t) (0 at x==t) |
+
+Relativistic kinds (``rsgan``, ``ragan``, ``ralsgan``, ``rahinge``) are rows of ``RELATIVISTIC``:
+each term applies an element function to a *relativistic logit* (``r - E f``, ``f - E r``, or the
+pairwise ``r - f`` / ``f - r``), which the functional layer forms before the one operator call.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ class Elem(enum.IntEnum):
     HALF_SQUARE = 1
     LINEAR = 2
     HINGE = 3
+    ABS = 4
 
 
 class Reduction(enum.IntEnum):
@@ -70,16 +76,66 @@ KINDS: dict[str, Kind] = {
     "hinge": Kind(Term(Elem.HINGE, 1.0), Term(Elem.HINGE, -1.0), Term(Elem.LINEAR, 1.0)),
 }
 
+class RelTerm(NamedTuple):
+    """One term of a relativistic loss: ``coef * E elem(logit, label)``.
+
+    ``logit`` names the relativistic logit: ``"r-mf"`` (``r - E f``), ``"f-mr"`` (``f - E r``),
+    ``"r-f"`` or ``"f-r"`` (pairwise, equal shapes).
+    """
+
+    logit: str
+    elem: Elem
+    label: float
+    coef: float = 1.0
+
+
+class RelKind(NamedTuple):
+    d: tuple  # RelTerms of the discriminator loss (the real-logit term first)
+    g: tuple  # RelTerms of the generator loss (the fake-logit term first)
+    logistic: bool  # whether sigmoid(logit) is a probability (stats report D(x), D(G(z)))
+
+
+# Issue 5 section 2, as element functions.  ralsgan's (x - 1)^2 is 2 * HALF_SQUARE.
+RELATIVISTIC: dict[str, RelKind] = {
+    # D: E sp(-(r - f)) = E BCE(r - f, 1);  G: E sp(-(f - r))
+    "rsgan": RelKind((RelTerm("r-f", Elem.BCE, 1.0),), (RelTerm("f-r", Elem.BCE, 1.0),), True),
+    # D: E BCE(r - mf, 1) + E BCE(f - mr, 0);  G: E BCE(f - mr, 1) + E BCE(r - mf, 0)
+    "ragan": RelKind((RelTerm("r-mf", Elem.BCE, 1.0), RelTerm("f-mr", Elem.BCE, 0.0)),
+                     (RelTerm("f-mr", Elem.BCE, 1.0), RelTerm("r-mf", Elem.BCE, 0.0)), True),
+    # D: E (r - mf - 1)^2 + E (f - mr + 1)^2;  G: E (f - mr - 1)^2 + E (r - mf + 1)^2
+    "ralsgan": RelKind((RelTerm("r-mf", Elem.HALF_SQUARE, 1.0, 2.0), RelTerm("f-mr", Elem.HALF_SQUARE, -1.0, 2.0)),
+                       (RelTerm("f-mr", Elem.HALF_SQUARE, 1.0, 2.0), RelTerm("r-mf", Elem.HALF_SQUARE, -1.0, 2.0)),
+                       False),
+    # D: E relu(1 - (r - mf)) + E relu(1 + (f - mr));  G: E relu(1 - (f - mr)) + E relu(1 + (r - mf))
+    "rahinge": RelKind((RelTerm("r-mf", Elem.HINGE, 1.0), RelTerm("f-mr", Elem.HINGE, -1.0)),
+                       (RelTerm("f-mr", Elem.HINGE, 1.0), RelTerm("r-mf", Elem.HINGE, -1.0)), False),
+}
+
+# Kinds whose D(x) = sigmoid(logit) is a probability (training statistics report it).
+LOGISTIC = frozenset({"ns", "mm"}) | frozenset(k for k, v in RELATIVISTIC.items() if v.logistic)
+
 # Defaults of the user-facing label arguments.
 DEFAULT_LABELS = {"real_label": 1.0, "fake_label": 0.0, "target": 1.0}
 
 
-def kind_spec(kind: str) -> Kind:
+ALL_KINDS = tuple(KINDS) + tuple(RELATIVISTIC)
+
+
+def is_relativistic(kind) -> bool:
+    return isinstance(kind, str) and kind in RELATIVISTIC
+
+
+def kind_spec(kind: str):
+    """The ``Kind`` row of ``kind`` (or its ``RelKind`` row for a relativistic kind)."""
     try:
         return KINDS[kind]
     except (KeyError, TypeError):
+        pass
+    try:
+        return RELATIVISTIC[kind]
+    except (KeyError, TypeError):
         raise ValueError(
-            f"kind: unknown loss kind {kind!r}; expected one of {sorted(KINDS)}"
+            f"kind: unknown loss kind {kind!r}; expected one of {sorted(ALL_KINDS)}"
         ) from None
 
 

@@ -101,7 +101,12 @@ def discriminator_loss(
     """D loss: real term + fake term (each reduced over its own elements).
 
     With ``reduction="none"`` returns the pair ``(real_loss, fake_loss)`` of per-element tensors.
+    Relativistic kinds: see ``relativistic_discriminator_loss`` (labels do not apply).
     """
+    if kind in RELATIVISTIC_KINDS:
+        return relativistic_discriminator_loss(
+            real, fake, kind, reduction=reduction, real_weight=real_weight, fake_weight=fake_weight
+        )
     lr = _weighted(d_real_elementwise(kind, real, real_label), real_weight)
     lf = _weighted(d_fake_elementwise(kind, fake, fake_label), fake_weight)
     if reduction == "none":
@@ -116,9 +121,72 @@ def generator_loss(
     reduction: str = "mean",
     target: Label = 1.0,
     weight: Optional[Tensor] = None,
+    real: Optional[Tensor] = None,
 ):
-    """G loss on fake logits."""
+    """G loss on fake logits (relativistic kinds also take the real logits)."""
+    if kind in RELATIVISTIC_KINDS:
+        return relativistic_generator_loss(fake, real, kind, reduction=reduction)
     return _reduce(_weighted(g_elementwise(kind, fake, target), weight), reduction)
+
+
+# ---------------------------------------------------------------------------------------------
+# Relativistic losses (Jolicoeur-Martineau 2018), with mr = E r and mf = E f differentiated
+# through.  ``rsgan`` pairs real and fake logits elementwise (equal shapes).  No 1/2 anywhere.
+
+RELATIVISTIC_KINDS = ("rsgan", "ragan", "ralsgan", "rahinge")
+
+
+def _pair_terms(kind: str, a: Tensor, b: Tensor, ma: Tensor, mb: Tensor):
+    """(term on a, term on b) of the side that wants ``a`` judged more real than ``b``."""
+    if kind == "ragan":  # BCE(a - E b, 1), BCE(b - E a, 0)
+        return bce(a - mb, 1.0), bce(b - ma, 0.0)
+    if kind == "ralsgan":  # (a - E b - 1)^2, (b - E a + 1)^2
+        return (a - mb - 1) ** 2, (b - ma + 1) ** 2
+    if kind == "rahinge":  # relu(1 - (a - E b)), relu(1 + (b - E a))
+        return F.relu(1 - (a - mb)), F.relu(1 + (b - ma))
+    raise ValueError(f"kind: unknown relativistic loss kind {kind!r}")
+
+
+def relativistic_discriminator_loss(
+    real: Tensor, fake: Tensor, kind: str, *, reduction: str = "mean",
+    real_weight: Optional[Tensor] = None, fake_weight: Optional[Tensor] = None,
+):
+    """rsgan: ``E sp(-(r - f))``; ragan / ralsgan / rahinge: the term on ``r`` and ``E f`` plus
+    the term on ``f`` and ``E r``.  ``reduction="none"``: per-element tensor (rsgan) or pair."""
+    if kind == "rsgan":
+        return _reduce(_weighted(sp(-(real - fake)), real_weight), reduction)
+    lr, lf = _pair_terms(kind, real, fake, real.mean(), fake.mean())
+    lr, lf = _weighted(lr, real_weight), _weighted(lf, fake_weight)
+    if reduction == "none":
+        return lr, lf
+    return _reduce(lr, reduction) + _reduce(lf, reduction)
+
+
+def relativistic_generator_loss(fake: Tensor, real: Tensor, kind: str, *, reduction: str = "mean"):
+    """The discriminator's loss with the roles of real and fake swapped; the gradient reaches
+    ``real`` too.  ``reduction="none"``: per-element tensor (rsgan) or pair (fake term, real term)."""
+    if kind == "rsgan":
+        return _reduce(sp(-(fake - real)), reduction)
+    lf, lr = _pair_terms(kind, fake, real, fake.mean(), real.mean())
+    if reduction == "none":
+        return lf, lr
+    return _reduce(lf, reduction) + _reduce(lr, reduction)
+
+
+def feature_matching_loss(fake_feats, real_feats, weights=None) -> Tensor:
+    """``sum_i w_i * E |fake_i - real_i|`` over layers (pix2pixHD / SPADE feature matching)."""
+    total = None
+    for i, (a, b) in enumerate(zip(fake_feats, real_feats)):
+        term = (a - b).abs().mean() * (1.0 if weights is None else weights[i])
+        total = term if total is None else total + term
+    return total
+
+
+def logit_sums(x: Tensor) -> Tensor:
+    """``[sum x, sum sigmoid(x), count x > 0]`` (acc dtype): one row of loss_terms_stats."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xa = x.detach().to(acc)
+    return torch.stack([xa.sum(), torch.sigmoid(xa).sum(), (xa > 0).sum().to(acc)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +204,8 @@ def elem_value(elem: int, x: Tensor, t: Label) -> Tensor:
         return -t * x
     if elem is Elem.HINGE:
         return F.relu(1 - t * x)
+    if elem is Elem.ABS:
+        return (x - t).abs()
     raise ValueError(f"elem: unknown element function {elem!r}")
 
 
@@ -166,3 +236,58 @@ def loss_terms(logits, labels, weights, elems, label_values, coefs, reduction: i
     for tv in term_vals[1:]:
         total = total + tv
     return total, terms, values
+
+
+# ---------------------------------------------------------------------------------------------
+# Penalties on a gradient tensor ``g`` (shape ``[B, ...]``, typically the gradient of D's output
+# with respect to its input, taken with ``create_graph=True``).  Computed in the accumulation
+# dtype (float64 for float64 ``g``, float32 otherwise), so fp16 values up to 65504 square safely.
+
+PENALTY_NORMS = ("sample", "pixel", "batch")
+
+
+def group_sumsq(g: Tensor, norm: str = "sample") -> Tensor:
+    """Sum of squares per penalty group, in the accumulation dtype.
+
+    ``"sample"``: over all non-batch dims (shape ``[B]``); ``"pixel"``: over dim 1
+    (``[B, *g.shape[2:]]``); ``"batch"``: over everything (0-dim).
+    """
+    acc = torch.float64 if g.dtype == torch.float64 else torch.float32
+    sq = g.to(acc).square()
+    if norm == "sample":
+        return sq.reshape(g.shape[0], -1).sum(1)
+    if norm == "pixel":
+        return sq.sum(1)
+    if norm == "batch":
+        return sq.sum()
+    raise ValueError(f"norm: unknown penalty norm {norm!r}; expected one of {list(PENALTY_NORMS)}")
+
+
+def safe_sqrt(s: Tensor) -> Tensor:
+    """sqrt(s) for s >= 0 whose derivatives (of every order) are 0 at s = 0 instead of inf/NaN."""
+    pos = s > 0
+    return torch.where(pos, torch.where(pos, s, torch.ones_like(s)).sqrt(), torch.zeros_like(s))
+
+
+def gradient_penalty(g: Tensor, *, center: float = 1.0, one_sided: bool = False, norm: str = "sample",
+                     reduction: str = "mean") -> Tensor:
+    """``(||g_group|| - center)^2`` per group (``relu(||g|| - center)^2`` if ``one_sided``), reduced.
+
+    WGAN-GP (Gulrajani et al.) with ``norm="sample"``; ``"pixel"`` and ``"batch"`` norms as in
+    BasicSR / torchgan.  ``reduction``: ``"mean"`` over groups, ``"sum"``, or ``"none"`` (per group,
+    shaped as ``group_sumsq``).  Zero gradient at ``g = 0``.
+    """
+    d = safe_sqrt(group_sumsq(g, norm)) - center
+    if one_sided:
+        d = F.relu(d)
+    return _reduce(d.square(), reduction)
+
+
+def r1_penalty(g: Tensor, gamma: float = 10.0) -> Tensor:
+    """R1 (Mescheder et al.), StyleGAN2 convention: ``(gamma / 2) * mean_b sum(g_b^2)``."""
+    return (gamma / 2) * group_sumsq(g, "sample").mean()
+
+
+def r2_penalty(g: Tensor, gamma: float = 10.0) -> Tensor:
+    """R2: the R1 formula on the gradient at fake data."""
+    return r1_penalty(g, gamma)

@@ -71,8 +71,9 @@ FG_INLINE double hsum(const Vectorized<A>& v) {
 }
 
 // Sum over [begin, end) of term `a` of w * value; writes grad and values.  Returned in double.
-template <class S, Elem E, bool kGrad>
-double term_range(const TermArgs& a, int64_t begin, int64_t end) {
+// With kStats also adds the unweighted sums of x, sigmoid(x) and [x > 0] into stats[0..2].
+template <class S, Elem E, bool kGrad, bool kStats>
+double term_range(const TermArgs& a, int64_t begin, int64_t end, double* stats) {
   using IO = Io<S>;
   using A = acc_t<S>;
   using V = Vectorized<A>;
@@ -95,9 +96,11 @@ double term_range(const TermArgs& a, int64_t begin, int64_t end) {
   const V gscale(static_cast<A>(a.grad_scale));
   const V vscale(static_cast<A>(a.value_scale));
   const V zero(A(0));
+  const V one(A(1));
 
-  // One step at element j with cnt <= kStep valid lanes; adds w*value of valid lanes into acc.
-  auto step = [&](int64_t j, int64_t cnt, V& acc, bool tail) FG_INLINE_LAMBDA {
+  // One step at element j with cnt <= kStep valid lanes; adds w*value of valid lanes into acc
+  // (and the statistics of x into sx, ss, sp).
+  auto step = [&](int64_t j, int64_t cnt, V& acc, V& sx, V& ss, V& spos, bool tail) FG_INLINE_LAMBDA {
     V xv[K], tv[K], wv[K], gv[K], vv[K];
     IO::load(x + j, cnt, xv);
     if (lab_full) IO::load(lab + j, cnt, tv);
@@ -113,43 +116,80 @@ double term_range(const TermArgs& a, int64_t begin, int64_t end) {
       }
       gv[k] = g * gscale;
       vv[k] = v * vscale;
+      V xs = xv[k], sig, pos;
+      if constexpr (kStats) {
+        // sigmoid from e = exp(-|x|) as in the BCE element: 1/(1+e) or e/(1+e).
+        const V e = Ops::exp_nonpos(-xs.abs());
+        const V inv = one / (one + e);
+        const V m = xs > zero;
+        sig = V::blendv(e * inv, inv, xs >= zero);
+        pos = V::blendv(zero, one, m);
+      }
       if (tail) {
         // Padding lanes hold x = 0: drop them by selection (0 * inf would be NaN).
         const int64_t valid = std::clamp<int64_t>(cnt - k * V::size(), 0, V::size());
         const V lane = V::arange(A(0), A(1));
-        v = V::blendv(zero, v, lane < V(static_cast<A>(valid)));
+        const V keep = lane < V(static_cast<A>(valid));
+        v = V::blendv(zero, v, keep);
+        if constexpr (kStats) {
+          xs = V::blendv(zero, xs, keep);
+          sig = V::blendv(zero, sig, keep);
+          pos = V::blendv(zero, pos, keep);
+        }
       }
       acc = acc + v;
+      if constexpr (kStats) {
+        sx = sx + xs;
+        ss = ss + sig;
+        spos = spos + pos;
+      }
     }
-    if constexpr (kGrad) IO::store(grad + j, gv, cnt);
+    if constexpr (kGrad) {
+      if (!kStats || grad) IO::store(grad + j, gv, cnt);  // the stats variant may have no grad
+    }
     if (vals) IO::store(vals + j, vv, cnt);
   };
 
   double total = 0.0;
+  double st[3] = {0.0, 0.0, 0.0};
   for (int64_t r0 = begin; r0 < end; r0 += kRun) {
     const int64_t r1 = std::min(r0 + kRun, end);
-    V acc(A(0));
+    V acc(A(0)), sx(A(0)), ss(A(0)), spos(A(0));
     int64_t j = r0;
-    for (; j + kStep <= r1; j += kStep) step(j, kStep, acc, false);
-    if (j < r1) step(j, r1 - j, acc, true);
+    for (; j + kStep <= r1; j += kStep) step(j, kStep, acc, sx, ss, spos, false);
+    if (j < r1) step(j, r1 - j, acc, sx, ss, spos, true);
     total += hsum(acc);
+    if constexpr (kStats) {
+      st[0] += hsum(sx);
+      st[1] += hsum(ss);
+      st[2] += hsum(spos);
+    }
+  }
+  if constexpr (kStats) {
+    stats[0] = st[0];
+    stats[1] = st[1];
+    stats[2] = st[2];
   }
   return total;
 }
 
 // Without a gradient the kernel skips its work (for BCE: the division), not just the store.
+// Statistics (loss_terms_stats) are rare: one instantiation per element function, with gradient.
 template <class S, Elem E>
-double term_range_g(const TermArgs& a, int64_t begin, int64_t end) {
-  return a.grad ? term_range<S, E, true>(a, begin, end) : term_range<S, E, false>(a, begin, end);
+double term_range_g(const TermArgs& a, int64_t begin, int64_t end, double* stats) {
+  if (stats) return term_range<S, E, true, true>(a, begin, end, stats);
+  return a.grad ? term_range<S, E, true, false>(a, begin, end, nullptr)
+                : term_range<S, E, false, false>(a, begin, end, nullptr);
 }
 
 template <class S>
-double term_range_dispatch(const TermArgs& a, int64_t begin, int64_t end) {
+double term_range_dispatch(const TermArgs& a, int64_t begin, int64_t end, double* stats) {
   switch (static_cast<Elem>(a.elem)) {
-    case Elem::BCE: return term_range_g<S, Elem::BCE>(a, begin, end);
-    case Elem::HALF_SQUARE: return term_range_g<S, Elem::HALF_SQUARE>(a, begin, end);
-    case Elem::LINEAR: return term_range_g<S, Elem::LINEAR>(a, begin, end);
-    default: return term_range_g<S, Elem::HINGE>(a, begin, end);
+    case Elem::BCE: return term_range_g<S, Elem::BCE>(a, begin, end, stats);
+    case Elem::HALF_SQUARE: return term_range_g<S, Elem::HALF_SQUARE>(a, begin, end, stats);
+    case Elem::LINEAR: return term_range_g<S, Elem::LINEAR>(a, begin, end, stats);
+    case Elem::ABS: return term_range_g<S, Elem::ABS>(a, begin, end, stats);
+    default: return term_range_g<S, Elem::HINGE>(a, begin, end, stats);
   }
 }
 
@@ -162,7 +202,7 @@ void run_chunks_t(const ChunkTable& tab, int64_t c0, int64_t c1, double* partial
     const TermArgs& a = tab.terms[i];
     const int64_t begin = (c - tab.first_chunk[i]) * kChunk;
     const int64_t end = std::min(begin + kChunk, a.n);
-    partials[c] = term_range_dispatch<S>(a, begin, end);
+    partials[c] = term_range_dispatch<S>(a, begin, end, tab.stats ? tab.stats + 3 * c : nullptr);
   }
 }
 

@@ -102,11 +102,16 @@ Operand operand(const std::optional<at::Tensor>& opt, const at::Tensor& x, const
 
 const char* cpu_capability_name() { return capability().name; }
 
-std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> loss_terms_cpu(
+namespace {
+
+using LossTermsOut = std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
+
+// loss_terms, and with `stats` (a defined [n, 3] acc-dtype tensor to fill) loss_terms_stats.
+LossTermsOut loss_terms_impl(
     at::TensorList logits, const c10::List<std::optional<at::Tensor>>& labels,
     const c10::List<std::optional<at::Tensor>>& weights, at::IntArrayRef elems,
     at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction,
-    const c10::List<bool>& need_grad) {
+    const c10::List<bool>& need_grad, at::Tensor* stats) {
   const size_t n = logits.size();
   TORCH_CHECK(n >= 1, "fusedgan::loss_terms: needs at least one term (logits is empty)");
   TORCH_CHECK(labels.size() == n && weights.size() == n && elems.size() == n &&
@@ -164,7 +169,9 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tens
 
   const int64_t total_chunks = first_chunk[n];
   c10::SmallVector<double, 16> partials(total_chunks);
-  const ChunkTable tab{args.data(), first_chunk.data(), static_cast<int>(n), dt};
+  c10::SmallVector<double, 16> stat_partials(stats ? 3 * total_chunks : 0);
+  const ChunkTable tab{args.data(), first_chunk.data(), static_cast<int>(n), dt,
+                       stats ? stat_partials.data() : nullptr};
   const ChunkKernel kernel = capability().kernel;
   if (total_chunks <= kGrainChunks) {
     kernel(tab, 0, total_chunks, partials.data());
@@ -191,11 +198,48 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tens
   };
   if (acc_st == at::kDouble) finish(terms.mutable_data_ptr<double>());
   else finish(terms.mutable_data_ptr<float>());
+  if (stats) {
+    // Same fixed chunk order as the loss: per term, the sums of x, sigmoid(x), [x > 0].
+    *stats = at::empty({static_cast<int64_t>(n), 3}, terms.options());
+    auto fill = [&](auto* out) {
+      using A = std::remove_pointer_t<decltype(out)>;
+      for (size_t i = 0; i < n; ++i) {
+        double s[3] = {0.0, 0.0, 0.0};
+        for (int64_t c = first_chunk[i]; c < first_chunk[i + 1]; ++c)
+          for (int k = 0; k < 3; ++k) s[k] += stat_partials[3 * c + k];
+        for (int k = 0; k < 3; ++k) out[3 * i + k] = static_cast<A>(s[k]);
+      }
+    };
+    if (acc_st == at::kDouble) fill(stats->mutable_data_ptr<double>());
+    else fill(stats->mutable_data_ptr<float>());
+  }
   return {std::move(total), std::move(terms), std::move(grads), std::move(values)};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> loss_terms_cpu(
+    at::TensorList logits, const c10::List<std::optional<at::Tensor>>& labels,
+    const c10::List<std::optional<at::Tensor>>& weights, at::IntArrayRef elems,
+    at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction,
+    const c10::List<bool>& need_grad) {
+  return loss_terms_impl(logits, labels, weights, elems, label_values, coefs, reduction, need_grad, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor>
+loss_terms_stats_cpu(at::TensorList logits, const c10::List<std::optional<at::Tensor>>& labels,
+                     const c10::List<std::optional<at::Tensor>>& weights, at::IntArrayRef elems,
+                     at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction,
+                     const c10::List<bool>& need_grad) {
+  at::Tensor stats;
+  auto [total, terms, grads, values] =
+      loss_terms_impl(logits, labels, weights, elems, label_values, coefs, reduction, need_grad, &stats);
+  return {std::move(total), std::move(terms), std::move(grads), std::move(values), std::move(stats)};
 }
 
 }  // namespace fusedgan::cpu
 
 TORCH_LIBRARY_IMPL(fusedgan, CPU, m) {
   m.impl("loss_terms", &fusedgan::cpu::loss_terms_cpu);
+  m.impl("loss_terms_stats", &fusedgan::cpu::loss_terms_stats_cpu);
 }

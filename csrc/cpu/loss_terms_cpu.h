@@ -39,10 +39,12 @@ struct ChunkTable {
   const int64_t* first_chunk;  // n_terms + 1 entries
   int n_terms;
   Dtype dtype;
+  // Optional (loss_terms_stats): stats[3c + k] = sum over chunk c of x, sigmoid(x), [x > 0].
+  double* stats = nullptr;
 };
 
 // partials[c] = sum over chunk c of w * value(x, t) (before coef and scale); writes gradients and
-// values of those elements.
+// values of those elements (and the chunk's statistics when tab.stats is set).
 using ChunkKernel = void (*)(const ChunkTable&, int64_t chunk_begin, int64_t chunk_end,
                              double* partials);
 

@@ -41,6 +41,7 @@ static void ref(Elem e, LD x, LD t, LD& v, LD& g) {
       return;
     case Elem::HALF_SQUARE: v = 0.5L * (x - t) * (x - t); g = x - t; return;
     case Elem::LINEAR: v = -t * x; g = -t; return;
+    case Elem::ABS: v = fabsl(x - t); g = x > t ? 1 : (x < t ? -1 : 0); return;
     case Elem::HINGE: {
       const LD m = 1 - t * x;
       v = m > 0 ? m : (std::isnan(m) ? m : 0);

@@ -14,6 +14,9 @@ longer list takes ``ceil(n / 2)`` launch pairs, each adding into ``total`` in or
 * otherwise one launch over ``cdiv(n_a, BLOCK) + cdiv(n_b, BLOCK)`` programs writing gradients
   and per-program partial sums, then a one-program launch summing the partials in a fixed order.
 
+``triton_loss_terms_stats`` (same arguments) also returns ``stats`` (``[n, 3]``: per term the
+sums of ``x``, ``sigmoid(x)`` and ``[x > 0]``), from the same launches (``STATS`` switch).
+
 ``triton_loss_grads`` is the three-pass alternative for backward (DESIGN.md section 2): forward
 runs ``triton_loss_terms`` with ``need_grad`` all false (it only reads ``x``), and backward
 recomputes the gradient already multiplied by ``grad_output`` in one launch over all terms (read
@@ -60,11 +63,15 @@ LARGE_FROM = 1 << 20  # total elements from which the large block is used
 RBLOCK = 1024  # partials summed per iteration of the finishing kernel
 
 # How often each operator ran (eager calls; tests use it to prove the Triton path ran).
-CALLS = {"loss_terms": 0, "loss_grads": 0}
+CALLS = {"loss_terms": 0, "loss_grads": 0, "loss_terms_stats": 0}
 
 LOSS_TERMS_SCHEMA = (
     "(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, float[] label_values, "
     "float[] coefs, int reduction, bool[] need_grad) -> (Tensor, Tensor, Tensor[], Tensor[])"
+)
+LOSS_TERMS_STATS_SCHEMA = (
+    "(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, float[] label_values, "
+    "float[] coefs, int reduction, bool[] need_grad) -> (Tensor, Tensor, Tensor[], Tensor[], Tensor)"
 )
 LOSS_GRADS_SCHEMA = (
     "(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, float[] label_values, "
@@ -116,8 +123,10 @@ class _Term:
         self.v = None  # per-element values (reduction none)
 
 
-def _launch_pair(a: _Term, b: Optional[_Term], *, terms, total, term_off, accum, is64, grads_only):
-    """Launch the kernel(s) for terms ``a`` and ``b`` (``b`` may be None)."""
+def _launch_pair(a: _Term, b: Optional[_Term], *, terms, total, term_off, accum, is64, grads_only,
+                 stats=None):
+    """Launch the kernel(s) for terms ``a`` and ``b`` (``b`` may be None); ``stats`` ([n, 3]):
+    also write the terms' statistics sums (loss_terms_stats)."""
     two = b is not None
     bb = b if two else a
     n_total = a.n + (b.n if two else 0)
@@ -138,6 +147,10 @@ def _launch_pair(a: _Term, b: Optional[_Term], *, terms, total, term_off, accum,
         else:
             partials = torch.empty((progs_a + progs_b,), dtype=terms.dtype, device=a.x.device)
     progs_a_arg = 0 if single else triton.cdiv(a.n, block)
+    want_stats = stats is not None
+    spartials = dummy_out
+    if want_stats and not single and grid[0] > 0:
+        spartials = torch.empty((grid[0], 3), dtype=stats.dtype, device=a.x.device)
 
     def ptrs(t: _Term):
         return (t.x, t.t if t.t is not None else t.x, t.w if t.w is not None else t.x,
@@ -150,19 +163,21 @@ def _launch_pair(a: _Term, b: Optional[_Term], *, terms, total, term_off, accum,
             *ptrs(bb), bb.n if two else 0, bb.label, bb.coef, bb.scale,
             partials, dummy_out if terms is None else terms,
             dummy_out if total is None else total, term_off,
+            stats if want_stats else dummy_out, spartials,
             ELEM_A=a.elem, LAB_A=a.lab_mode, W_A=a.w_mode, GO_A=a.go_mode,
             GRAD_A=a.g is not None, VAL_A=a.v is not None,
             ELEM_B=bb.elem, LAB_B=bb.lab_mode, W_B=bb.w_mode, GO_B=bb.go_mode,
             GRAD_B=two and bb.g is not None, VAL_B=two and bb.v is not None,
             TWO=two, SUM=not grads_only, SINGLE=single, ACCUM=accum, IS64=is64, BLOCK=block,
-            num_warps=warps,
+            STATS=want_stats, num_warps=warps,
         )
     if grads_only or single:
         return
     progs_a, progs_b = triton.cdiv(a.n, block), (triton.cdiv(b.n, block) if two else 0)
     wrap_triton(_k._finish_kernel)[(1,)](
         partials if partials is not None else terms, terms, total, term_off, progs_a, progs_b,
-        a.scale, bb.scale, TWO=two, ACCUM=accum, IS64=is64, RBLOCK=RBLOCK, num_warps=4,
+        a.scale, bb.scale, stats if want_stats else terms, spartials if want_stats else terms,
+        TWO=two, ACCUM=accum, IS64=is64, RBLOCK=RBLOCK, STATS=want_stats, num_warps=4,
     )
 
 
@@ -180,13 +195,26 @@ def _check(logits, labels, weights, elems, label_values, coefs):
 def loss_terms(logits: Sequence[torch.Tensor], labels, weights, elems, label_values, coefs,
                reduction: int, need_grad):
     """The body of ``fusedgan::triton_loss_terms`` (see the module docstring)."""
-    _check(logits, labels, weights, elems, label_values, coefs)
     CALLS["loss_terms"] += 1
+    return _loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad, False)
+
+
+def loss_terms_stats(logits: Sequence[torch.Tensor], labels, weights, elems, label_values, coefs,
+                     reduction: int, need_grad):
+    """The body of ``fusedgan::triton_loss_terms_stats``: ``loss_terms`` plus ``stats`` ([n, 3]:
+    per term the sums of x, sigmoid(x) and [x > 0]) from the same launches."""
+    CALLS["loss_terms_stats"] += 1
+    return _loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad, True)
+
+
+def _loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad, want_stats):
+    _check(logits, labels, weights, elems, label_values, coefs)
     x0 = logits[0]
     acc = _acc_dtype(x0.dtype)
     is64 = acc == torch.float64
     total = torch.empty((), dtype=acc, device=x0.device)
     terms = torch.empty((len(logits),), dtype=acc, device=x0.device)
+    stats = torch.empty((len(logits), 3), dtype=acc, device=x0.device) if want_stats else None
     specs = []
     for i, x in enumerate(logits):
         t = _Term(x, labels[i], weights[i], elems[i], label_values[i], coefs[i], reduction)
@@ -198,9 +226,11 @@ def loss_terms(logits: Sequence[torch.Tensor], labels, weights, elems, label_val
     for k in range(0, len(specs), 2):
         pair = specs[k : k + 2]
         _launch_pair(pair[0], pair[1] if len(pair) == 2 else None, terms=terms, total=total,
-                     term_off=k, accum=k > 0, is64=is64, grads_only=False)
+                     term_off=k, accum=k > 0, is64=is64, grads_only=False, stats=stats)
     grads = [t.g if t.g is not None else x.new_empty((0,)) for t, x in zip(specs, logits)]
     values = [t.v if t.v is not None else x.new_empty((0,)) for t, x in zip(specs, logits)]
+    if want_stats:
+        return total, terms, grads, values, stats
     return total, terms, grads, values
 
 
@@ -235,10 +265,15 @@ def _register() -> bool:
         return False
     triton_op("fusedgan::triton_loss_terms", mutates_args=(), schema=LOSS_TERMS_SCHEMA)(loss_terms)
     triton_op("fusedgan::triton_loss_grads", mutates_args=(), schema=LOSS_GRADS_SCHEMA)(loss_grads)
+    triton_op("fusedgan::triton_loss_terms_stats", mutates_args=(), schema=LOSS_TERMS_STATS_SCHEMA)(
+        loss_terms_stats)
     return True
 
 
 AVAILABLE = _register()
 ELEM_CODES = dict(_k.ELEM_CODES) if _k is not None else {}
 
-__all__ = ["AVAILABLE", "CALLS", "ELEM_CODES", "loss_grads", "loss_terms"]
+__all__ = ["AVAILABLE", "CALLS", "ELEM_CODES", "loss_grads", "loss_terms", "loss_terms_stats"]
+
+if AVAILABLE:  # the gradient-penalty operators: fusedgan::triton_group_sumsq / triton_group_scale_mul
+    from . import penalty  # noqa: E402,F401

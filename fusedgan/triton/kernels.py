@@ -29,7 +29,8 @@ BCE = tl.constexpr(0)
 HALF_SQUARE = tl.constexpr(1)
 LINEAR = tl.constexpr(2)
 HINGE = tl.constexpr(3)
-ELEM_CODES = {"BCE": 0, "HALF_SQUARE": 1, "LINEAR": 2, "HINGE": 3}
+ABS = tl.constexpr(4)
+ELEM_CODES = {"BCE": 0, "HALF_SQUARE": 1, "LINEAR": 2, "HINGE": 3, "ABS": 4}
 
 
 @triton.jit
@@ -85,18 +86,25 @@ def _elem(x, t, ELEM: tl.constexpr):
     elif ELEM == 2:  # LINEAR: -t x
         v = -t * x
         d = tl.zeros_like(x) - t
-    else:  # HINGE: relu(1 - t x); NaN propagates as in torch.relu
+    elif ELEM == 3:  # HINGE: relu(1 - t x); NaN propagates as in torch.relu
         m = 1.0 - t * x
         v = tl.where(m < 0, 0.0, m)
         d = tl.where(m <= 0, 0.0, tl.zeros_like(x) - t)
+    else:  # ABS: |x - t|; sign(x - t), 0 at x == t and for NaN (as torch's abs')
+        r = x - t
+        v = tl.abs(r)
+        z = tl.zeros_like(r)
+        d = tl.where(r > 0, z + 1.0, tl.where(r < 0, z - 1.0, z))
     return v, d
 
 
 @triton.jit
 def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
            ELEM: tl.constexpr, LAB: tl.constexpr, W: tl.constexpr, GO: tl.constexpr,
-           GRAD: tl.constexpr, VAL: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr):
-    """One block of one term; returns the block's sum of w * elem(x, t) (0 outside the tensor).
+           GRAD: tl.constexpr, VAL: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
+           STATS: tl.constexpr):
+    """One block of one term; returns the block's sum of w * elem(x, t) (0 outside the tensor)
+    and, with STATS, its sums of x, sigmoid(x) and [x > 0] (else zeros).
 
     LAB / W / GO: 0 = absent (scalar ``lab`` for LAB), 1 = one element broadcast, 2 = per element.
     """
@@ -127,7 +135,18 @@ def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
         tl.store(g_ptr + offs, g.to(g_ptr.dtype.element_ty), mask=mask)
     if VAL:
         tl.store(v_ptr + offs, (v * coef).to(v_ptr.dtype.element_ty), mask=mask)
-    return tl.sum(tl.where(mask, v, 0.0), axis=0)
+    if STATS:  # training statistics of the logits, from the same load
+        e = tl.exp(-tl.abs(x))
+        inv = 1.0 / (1.0 + e)
+        sig = tl.where(x >= 0, inv, e * inv)
+        sx = tl.sum(tl.where(mask, x, 0.0), axis=0)
+        ss = tl.sum(tl.where(mask, sig, 0.0), axis=0)
+        sp = tl.sum(tl.where(mask & (x > 0), 1.0, 0.0).to(x.dtype), axis=0)
+    else:
+        sx = _zero(IS64)
+        ss = _zero(IS64)
+        sp = _zero(IS64)
+    return tl.sum(tl.where(mask, v, 0.0), axis=0), sx, ss, sp
 
 
 @triton.jit
@@ -137,14 +156,15 @@ def _loss_kernel(
     # term b (ignored unless TWO)
     xb, tb, wb, gob, gb, vb, nb, lab_b: "fp64", coef_b: "fp64", scale_b: "fp64",
     # reduction outputs
-    partials, terms, total, term_off,
+    partials, terms, total, term_off, stats, spartials,
     ELEM_A: tl.constexpr, LAB_A: tl.constexpr, W_A: tl.constexpr, GO_A: tl.constexpr,
     GRAD_A: tl.constexpr, VAL_A: tl.constexpr,
     ELEM_B: tl.constexpr, LAB_B: tl.constexpr, W_B: tl.constexpr, GO_B: tl.constexpr,
     GRAD_B: tl.constexpr, VAL_B: tl.constexpr,
     TWO: tl.constexpr, SUM: tl.constexpr, SINGLE: tl.constexpr, ACCUM: tl.constexpr,
-    IS64: tl.constexpr, BLOCK: tl.constexpr,
+    IS64: tl.constexpr, BLOCK: tl.constexpr, STATS: tl.constexpr = False,
 ):
+    """``stats`` ([n, 3], SINGLE) / ``spartials`` ([programs, 3]) receive the STATS sums."""
     la = _scalar(lab_a, IS64)
     ca = _scalar(coef_a, IS64)
     sa = _scalar(scale_a, IS64)
@@ -154,19 +174,41 @@ def _loss_kernel(
     if SINGLE:
         # Launch-bound sizes: one program does everything, finishing the reduction itself.
         acc_a = _zero(IS64)
+        sx_a = _zero(IS64)
+        ss_a = _zero(IS64)
+        sp_a = _zero(IS64)
         for blk in range(0, tl.cdiv(na, BLOCK)):
-            acc_a += _block(blk, xa, ta, wa, goa, ga, va, na, la, ca, sa, ELEM_A, LAB_A, W_A, GO_A,
-                            GRAD_A, VAL_A, IS64, BLOCK)
+            s, sx, ss, sp = _block(blk, xa, ta, wa, goa, ga, va, na, la, ca, sa, ELEM_A, LAB_A, W_A,
+                                   GO_A, GRAD_A, VAL_A, IS64, BLOCK, STATS)
+            acc_a += s
+            sx_a += sx
+            ss_a += ss
+            sp_a += sp
         term_a = acc_a * sa
         tl.store(terms + term_off, term_a)
+        if STATS:
+            tl.store(stats + 3 * term_off, sx_a)
+            tl.store(stats + 3 * term_off + 1, ss_a)
+            tl.store(stats + 3 * term_off + 2, sp_a)
         tot = term_a
         if TWO:
             acc_b = _zero(IS64)
+            sx_b = _zero(IS64)
+            ss_b = _zero(IS64)
+            sp_b = _zero(IS64)
             for blk in range(0, tl.cdiv(nb, BLOCK)):
-                acc_b += _block(blk, xb, tb, wb, gob, gb, vb, nb, lb, cb, sb, ELEM_B, LAB_B, W_B,
-                                GO_B, GRAD_B, VAL_B, IS64, BLOCK)
+                s, sx, ss, sp = _block(blk, xb, tb, wb, gob, gb, vb, nb, lb, cb, sb, ELEM_B, LAB_B, W_B,
+                                       GO_B, GRAD_B, VAL_B, IS64, BLOCK, STATS)
+                acc_b += s
+                sx_b += sx
+                ss_b += ss
+                sp_b += sp
             term_b = acc_b * sb
             tl.store(terms + term_off + 1, term_b)
+            if STATS:
+                tl.store(stats + 3 * term_off + 3, sx_b)
+                tl.store(stats + 3 * term_off + 4, ss_b)
+                tl.store(stats + 3 * term_off + 5, sp_b)
             tot = tot + term_b
         if ACCUM:
             tot = tl.load(total) + tot
@@ -174,20 +216,40 @@ def _loss_kernel(
     else:
         pid = tl.program_id(0)
         if pid < progs_a:
-            s = _block(pid, xa, ta, wa, goa, ga, va, na, la, ca, sa, ELEM_A, LAB_A, W_A, GO_A,
-                       GRAD_A, VAL_A, IS64, BLOCK)
+            s, sx, ss, sp = _block(pid, xa, ta, wa, goa, ga, va, na, la, ca, sa, ELEM_A, LAB_A, W_A,
+                                   GO_A, GRAD_A, VAL_A, IS64, BLOCK, STATS)
         else:
-            s = _block(pid - progs_a, xb, tb, wb, gob, gb, vb, nb, lb, cb, sb, ELEM_B, LAB_B, W_B,
-                       GO_B, GRAD_B, VAL_B, IS64, BLOCK)
+            s, sx, ss, sp = _block(pid - progs_a, xb, tb, wb, gob, gb, vb, nb, lb, cb, sb, ELEM_B,
+                                   LAB_B, W_B, GO_B, GRAD_B, VAL_B, IS64, BLOCK, STATS)
         if SUM:
             tl.store(partials + pid, s)
+        if STATS:
+            tl.store(spartials + 3 * pid, sx)
+            tl.store(spartials + 3 * pid + 1, ss)
+            tl.store(spartials + 3 * pid + 2, sp)
+
+
+@triton.jit
+def _finish_stats(spartials, stats, term, first, count, IS64: tl.constexpr, RBLOCK: tl.constexpr):
+    """stats[term, k] = sum over programs [first, first + count) of spartials[p, k], in order."""
+    r = tl.arange(0, RBLOCK)
+    for k in range(3):
+        acc = tl.zeros([RBLOCK], dtype=spartials.dtype.element_ty)
+        for i in range(0, count, RBLOCK):
+            acc += tl.load(spartials + 3 * (first + i + r) + k, mask=i + r < count, other=0.0)
+        tl.store(stats + 3 * term + k, tl.sum(acc, axis=0))
 
 
 @triton.jit
 def _finish_kernel(partials, terms, total, term_off, progs_a, progs_b, scale_a: "fp64", scale_b: "fp64",
-                   TWO: tl.constexpr, ACCUM: tl.constexpr, IS64: tl.constexpr,
-                   RBLOCK: tl.constexpr):
-    """Fixed-order sum of each term's partials, times its scale; writes terms and total."""
+                   stats, spartials, TWO: tl.constexpr, ACCUM: tl.constexpr, IS64: tl.constexpr,
+                   RBLOCK: tl.constexpr, STATS: tl.constexpr = False):
+    """Fixed-order sum of each term's partials, times its scale; writes terms and total (and,
+    with STATS, each term's three statistics sums from ``spartials``)."""
+    if STATS:
+        _finish_stats(spartials, stats, term_off, 0, progs_a, IS64, RBLOCK)
+        if TWO:
+            _finish_stats(spartials, stats, term_off + 1, progs_a, progs_b, IS64, RBLOCK)
     r = tl.arange(0, RBLOCK)
     acc = tl.zeros([RBLOCK], dtype=partials.dtype.element_ty)
     for i in range(0, progs_a, RBLOCK):

@@ -28,9 +28,9 @@
 
 namespace fusedgan {
 
-enum class Elem : int { BCE = 0, HALF_SQUARE = 1, LINEAR = 2, HINGE = 3 };
+enum class Elem : int { BCE = 0, HALF_SQUARE = 1, LINEAR = 2, HINGE = 3, ABS = 4 };
 enum class Reduction : int { NONE = 0, MEAN = 1, SUM = 2 };
-constexpr int kNumElems = 4;
+constexpr int kNumElems = 5;
 constexpr int kNumReductions = 3;
 
 // ---------------------------------------------------------------------------------------------
@@ -136,6 +136,17 @@ FG_HD FG_INLINE void hinge(T x, T t, T& value, T& grad) {
   grad = Ops::select(Ops::gt(m, zero), -t, zero);
 }
 
+// ABS(x, t) = |x - t|; d/dx = sign(x - t), 0 at x == t and for NaN (torch's abs' and sign).
+// Feature matching: the mean absolute difference of two feature maps, t the real features.
+template <class T, class Ops>
+FG_HD FG_INLINE void abs_diff(T x, T t, T& value, T& grad) {
+  const T zero = Ops::c(0.0);
+  const T one = Ops::c(1.0);
+  const T d = x - t;
+  value = Ops::abs(d);
+  grad = Ops::select(Ops::gt(d, zero), one, Ops::select(Ops::gt(zero, d), -one, zero));
+}
+
 // Compile-time dispatch, for kernels that instantiate one loop per element function.
 template <Elem E, class T, class Ops>
 FG_HD FG_INLINE void elem_eval(T x, T t, T& value, T& grad) {
@@ -145,6 +156,8 @@ FG_HD FG_INLINE void elem_eval(T x, T t, T& value, T& grad) {
     half_square<T, Ops>(x, t, value, grad);
   } else if constexpr (E == Elem::LINEAR) {
     linear<T, Ops>(x, t, value, grad);
+  } else if constexpr (E == Elem::ABS) {
+    abs_diff<T, Ops>(x, t, value, grad);
   } else {
     hinge<T, Ops>(x, t, value, grad);
   }
@@ -157,6 +170,7 @@ FG_HD FG_INLINE void elem_eval(Elem elem, T x, T t, T& value, T& grad) {
     case Elem::BCE: bce<T, Ops>(x, t, value, grad); break;
     case Elem::HALF_SQUARE: half_square<T, Ops>(x, t, value, grad); break;
     case Elem::LINEAR: linear<T, Ops>(x, t, value, grad); break;
+    case Elem::ABS: abs_diff<T, Ops>(x, t, value, grad); break;
     default: hinge<T, Ops>(x, t, value, grad); break;
   }
 }

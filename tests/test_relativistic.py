@@ -1,0 +1,171 @@
+"""Relativistic kinds (rsgan, ragan, ralsgan, rahinge) on both sides against the float64 reference.
+
+The reference itself is checked against the issue's formulas written out once more here; every
+fused backend must match it in value and in the gradients of ``real`` and ``fake`` (the means
+``E r``, ``E f`` are differentiated through, and the generator's gradient reaches ``real``).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fusedgan as fg
+from fusedgan import backends, reference
+from helpers import fused_backends, logits, ran_ops
+
+REL = ["rsgan", "ragan", "ralsgan", "rahinge"]
+BACKENDS = fused_backends() + ["reference"]
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+# (real shape, fake shape, non-contiguous): rsgan needs equal shapes
+SHAPES = [((1,), (1,), False), ((7,), (7,), False), ((3, 1, 5, 5), (3, 1, 5, 5), True), ((13,), (6, 1, 4), False)]
+
+
+def issue_formula(side, kind, r, f):
+    """Issue 5 section 2, written out (fp64)."""
+    sp = F.softplus
+    if kind == "rsgan":
+        return sp(-(r - f)).mean() if side == "D" else sp(-(f - r)).mean()
+    mr, mf = r.mean(), f.mean()
+    if side == "G":  # roles swapped
+        r, f, mr, mf = f, r, mf, mr
+    if kind == "ragan":
+        return sp(-(r - mf)).mean() + sp(f - mr).mean()
+    if kind == "ralsgan":
+        return ((r - mf - 1) ** 2).mean() + ((f - mr + 1) ** 2).mean()
+    return F.relu(1 - (r - mf)).mean() + F.relu(1 + (f - mr)).mean()
+
+
+def make(shape, dtype, strided, seed):
+    x = logits(shape, torch.float64, seed=seed).to(dtype)
+    if strided and x.dim() >= 2:
+        x = x.transpose(0, -1).contiguous().transpose(0, -1)
+        assert not x.is_contiguous()
+    return x
+
+
+def tol(dtype):
+    # the relativistic logits are formed in fp32 (fp64 for fp64) from the inputs' exact values
+    return (1e-11, 1e-11) if dtype == torch.float64 else (2e-5, 2e-5)
+
+
+def check(side, kind, backend, dtype, rs, fs, strided, reduction="mean", seed=0):
+    if kind == "rsgan" and rs != fs:
+        return
+    r = make(rs, dtype, strided, seed).requires_grad_(True)
+    f = make(fs, dtype, strided, seed + 1).requires_grad_(True)
+    r64 = r.detach().double().requires_grad_(True)
+    f64 = f.detach().double().requires_grad_(True)
+    if side == "D":
+        out = fg.discriminator_loss(r, f, kind, reduction=reduction, backend=backend)
+        ref = reference.discriminator_loss(r64, f64, kind, reduction=reduction)
+    else:
+        out = fg.generator_loss(f, kind, real=r, reduction=reduction, backend=backend)
+        ref = reference.generator_loss(f64, kind, real=r64, reduction=reduction)
+    assert backends.last_used() == backend
+    outs = out if isinstance(out, tuple) else (out,)
+    refs = ref if isinstance(ref, tuple) else (ref,)
+    rtol, atol = tol(dtype)
+    loss = 0
+    for o, e in zip(outs, refs, strict=True):
+        if reduction == "none":
+            assert o.dtype == dtype and o.shape == e.shape
+            atol_v = atol if dtype in (torch.float32, torch.float64) else 4 * torch.finfo(dtype).eps * float(e.detach().abs().max())
+            torch.testing.assert_close(o.double(), e, rtol=rtol if atol_v == atol else 1e-2, atol=atol_v)
+        else:
+            assert o.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+            torch.testing.assert_close(o.double(), e, rtol=rtol, atol=atol)
+        loss = loss + (o.double() * torch.linspace(0.5, 1.5, o.numel(), dtype=torch.float64).view(o.shape)).sum()
+        ref_loss = (e * torch.linspace(0.5, 1.5, e.numel(), dtype=torch.float64).view(e.shape)).sum()
+        if reduction != "none":
+            break
+    if reduction == "none":
+        ref_loss = sum((e * torch.linspace(0.5, 1.5, e.numel(), dtype=torch.float64).view(e.shape)).sum() for e in refs)
+    g = torch.autograd.grad(loss, (r, f))
+    g64 = torch.autograd.grad(ref_loss, (r64, f64))
+    for a, b, name in zip(g, g64, ("real", "fake")):
+        assert a is not None, f"no gradient reached {name}"
+        assert a.dtype == dtype and a.shape == b.shape
+        scale = float(b.abs().max()) if b.numel() else 0.0
+        at = atol * max(scale, 1e-3) if dtype in (torch.float32, torch.float64) else 8 * torch.finfo(dtype).eps * scale + 1e-6
+        torch.testing.assert_close(a.double(), b, rtol=rtol if dtype in (torch.float32, torch.float64) else 2e-2, atol=at)
+
+
+@pytest.mark.parametrize("side", ["D", "G"])
+@pytest.mark.parametrize("kind", REL)
+def test_reference_is_the_issue_formula(side, kind):
+    r = logits((9,), torch.float64, seed=1)
+    f = logits((9,) if kind == "rsgan" else (4, 3), torch.float64, seed=2)
+    if side == "D":
+        got = reference.discriminator_loss(r, f, kind)
+    else:
+        got = reference.generator_loss(f, kind, real=r)
+    torch.testing.assert_close(got, issue_formula(side, kind, r, f), rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("side", ["D", "G"])
+@pytest.mark.parametrize("kind", REL)
+def test_against_reference(kind, side, dtype, backend):
+    for i, (rs, fs, strided) in enumerate(SHAPES):
+        check(side, kind, backend, dtype, rs, fs, strided, seed=10 * i)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+@pytest.mark.parametrize("side", ["D", "G"])
+@pytest.mark.parametrize("kind", REL)
+def test_reductions(kind, side, reduction, backend):
+    check(side, kind, backend, torch.float64, (5, 3), (5, 3), False, reduction=reduction, seed=3)
+    check(side, kind, backend, torch.float32, (4, 2), (4, 2), True, reduction=reduction, seed=4)
+    check(side, kind, backend, torch.bfloat16, (4, 3), (4, 3), False, reduction=reduction, seed=5)
+
+
+@pytest.mark.parametrize("backend", fused_backends())
+@pytest.mark.parametrize("kind", REL)
+def test_one_fused_operator_call(kind, backend):
+    """Both sides run exactly the fused operator (the means and shifts are plain torch ops)."""
+    r = torch.randn(8, requires_grad=True)
+    f = torch.randn(8, requires_grad=True)
+    ops = ran_ops(lambda: (fg.discriminator_loss(r, f, kind, backend=backend)
+                           + fg.generator_loss(f, kind, real=r, backend=backend)).backward())
+    assert ops == {"fusedgan::loss_terms"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_generator_gradient_reaches_real_unless_detached(backend):
+    r = torch.randn(6, requires_grad=True)
+    f = torch.randn(6, requires_grad=True)
+    fg.generator_loss(f, "ragan", real=r, backend=backend).backward()
+    assert r.grad is not None and r.grad.abs().sum() > 0
+    r.grad = None
+    fg.generator_loss(f, "ragan", real=r.detach(), backend=backend).backward()
+    assert r.grad is None and f.grad is not None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_double_backward(backend):
+    r = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    f = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    for kind in REL:
+        torch.autograd.gradgradcheck(lambda a, b: fg.discriminator_loss(a, b, kind, backend=backend), (r, f))
+        torch.autograd.gradgradcheck(lambda a, b: fg.generator_loss(b, kind, real=a, backend=backend), (r, f))
+
+
+def test_bad_input():
+    r, f = torch.randn(4), torch.randn(5)
+    with pytest.raises(ValueError, match="^fake: rsgan"):
+        fg.discriminator_loss(r, f, "rsgan")
+    with pytest.raises(ValueError, match="^fake: rsgan"):
+        fg.generator_loss(f, "rsgan", real=r)
+    with pytest.raises(ValueError, match="^real: "):
+        fg.generator_loss(f, "ragan")
+    with pytest.raises(ValueError, match="^real: "):
+        fg.generator_loss(f, "ns", real=r)
+    with pytest.raises(ValueError, match="^real_label: "):
+        fg.discriminator_loss(r, f, "ragan", real_label=0.9)
+    with pytest.raises(ValueError, match="^target: "):
+        fg.generator_loss(f, "ragan", real=r, target=0.9)
+    with pytest.raises(ValueError, match="^kind: "):
+        fg.discriminator_loss(r, f, "rels")
