@@ -5,16 +5,37 @@ __version__ = "0.1.0"
 
 from . import backends, compat, kinds, nn, ops, reference  # noqa: E402
 from .backends import available_backends, get_backend, set_backend, use_backend  # noqa: E402
-from .functional import discriminator_loss, generator_loss  # noqa: E402
+from .functional import discriminator_loss, feature_matching_loss, generator_loss  # noqa: E402
+from . import penalties  # noqa: E402
+from .penalties import (  # noqa: E402
+    LazyRegularization,
+    dragan,
+    gradient_penalty,
+    r1,
+    r1_penalty,
+    r2,
+    r2_penalty,
+    wgan_gp,
+)
 from .compat import is_patched, patch_torch, patched, unpatch_torch  # noqa: E402
 from .kinds import KINDS  # noqa: E402
 from .info import info  # noqa: E402
 
 __all__ = [
+    "LazyRegularization",
+    "dragan",
+    "gradient_penalty",
+    "penalties",
+    "r1",
+    "r1_penalty",
+    "r2",
+    "r2_penalty",
+    "wgan_gp",
     "KINDS",
     "available_backends",
     "backends",
     "discriminator_loss",
+    "feature_matching_loss",
     "generator_loss",
     "get_backend",
     "info",

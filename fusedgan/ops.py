@@ -12,6 +12,10 @@ Term i is ``coef_i * reduce_i(w * elem_i(x, t))``; ``grads[i]`` is its derivativ
 holds per-element losses for reduction NONE (else empty).  ``total`` (0-dim) and ``terms`` (1-D)
 are float32, or float64 for float64 logits.  Labels and weights, when tensors, have the logits'
 dtype and either one element or as many as the logits (contiguous).
+
+``fusedgan::loss_terms_stats`` / ``fusedgan::triton_loss_terms_stats``: the same arguments, and
+one more output ``stats`` (``[n, 3]``, acc dtype): per term the unweighted sums of ``x``,
+``sigmoid(x)`` and ``[x > 0]`` from the same pass (docs/operators.md).
 """
 from __future__ import annotations
 
@@ -38,6 +42,27 @@ def loss_terms_fake(logits, labels, weights, elems, label_values, coefs, reducti
 
 if _ext.HAS_CPU or _ext.HAS_CUDA:
     torch.library.register_fake("fusedgan::loss_terms")(loss_terms_fake)
+
+
+def loss_terms_stats_fake(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
+    """``loss_terms_fake`` plus ``stats``: ``[n, 3]`` in the acc dtype."""
+    total, terms, grads, values = loss_terms_fake(logits, labels, weights, elems, label_values, coefs,
+                                                  reduction, need_grad)
+    return total, terms, grads, values, terms.new_empty((len(logits), 3))
+
+
+def _has_native(op: str, key: str) -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"fusedgan::{op}", key)
+    except RuntimeError:  # an extension built before the operator existed
+        return False
+
+
+# loss_terms_stats (training statistics from the loss pass), when this build defines it.
+HAS_STATS_CPU = _ext._C is not None and _has_native("loss_terms_stats", "CPU")
+HAS_STATS_CUDA = _ext._C is not None and _has_native("loss_terms_stats", "CUDA")
+if HAS_STATS_CPU or HAS_STATS_CUDA:
+    torch.library.register_fake("fusedgan::loss_terms_stats")(loss_terms_stats_fake)
 
 
 def native_op():
@@ -75,6 +100,29 @@ def loss_terms(backend, logits, labels, weights, elems, label_values, coefs, red
     return op(logits, labels, weights, elems, label_values, coefs, int(reduction), need_grad)
 
 
+def loss_terms_stats(backend, logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
+    """``loss_terms`` plus ``stats`` (per term: sums of x, sigmoid(x), [x > 0]) from the same pass."""
+    if backend == "triton":
+        triton_op()
+        op = torch.ops.fusedgan.triton_loss_terms_stats
+    elif backend in ("cpu", "cuda"):
+        if not (HAS_STATS_CPU if backend == "cpu" else HAS_STATS_CUDA):
+            raise RuntimeError(f"backend: this build of fusedgan._C has no {backend} kernel for "
+                               "fusedgan::loss_terms_stats (return_stats=True); rebuild, or use "
+                               "backend='reference'")
+        op = torch.ops.fusedgan.loss_terms_stats
+    else:
+        raise ValueError(f"backend: {backend!r} has no fused operator")
+    return op(logits, labels, weights, elems, label_values, coefs, int(reduction), need_grad)
+
+
+def reference_loss_terms_stats(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
+    """The ``loss_terms_stats`` contract evaluated by the reference."""
+    out = reference_loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad)
+    stats = torch.stack([reference.logit_sums(x.reshape(-1)) for x in logits])
+    return (*out, stats)
+
+
 def reference_loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
     """The operator contract evaluated by the reference (differentiating with autograd)."""
     with torch.enable_grad():
@@ -93,3 +141,68 @@ def reference_loss_terms(logits, labels, weights, elems, label_values, coefs, re
     if reduction != Reduction.NONE:
         values = [x.new_empty((0,)) for x in logits]
     return total.detach(), terms.detach(), grads, [v.detach() for v in values]
+
+
+# -- exact backward of fusedgan::gan_loss (the C++ autograd entry point, csrc/autograd.cpp) ------
+# Called from C++ backward when grad mode is on (create_graph=True) or a label/weight needs a
+# gradient: it differentiates the reference formulas, so derivatives of every order are exact.
+
+_EXACT_BACKWARD_SCHEMA = (
+    "loss_terms_exact_backward(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, "
+    "float[] label_values, float[] coefs, int reduction, Tensor?[] grad_outputs, bool[] wanted) -> Tensor[]"
+)
+
+
+def exact_backward(logits, labels, weights, elems, label_values, coefs, reduction, grad_outputs, wanted):
+    n = len(logits)
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        # One alias per argument position: a tensor passed twice gets each position's partial.
+        inputs = [None if t is None else t.view_as(t) for t in (*logits, *labels, *weights)]
+        targets = [t for t, w in zip(inputs, wanted) if t is not None and w]
+        total, _, values = reference.loss_terms(
+            inputs[:n], inputs[n : 2 * n], inputs[2 * n :], elems, label_values, coefs, reduction
+        )
+        if reduction == Reduction.NONE:
+            pairs = [(v.reshape(x.shape), g) for v, x, g in zip(values, logits, grad_outputs) if g is not None]
+        else:
+            pairs = [(total, grad_outputs[0])] if grad_outputs[0] is not None else []
+        got = []
+        if pairs and targets:
+            outs, gos = zip(*pairs)
+            got = list(torch.autograd.grad(outs, targets, gos, create_graph=create_graph, allow_unused=True))
+    got = iter(got)
+    result = []
+    for t, w in zip((*logits, *labels, *weights), wanted):
+        if t is None or not w:
+            result.append(logits[0].new_empty((0,)))
+            continue
+        g = next(got, None)
+        result.append(torch.zeros_like(t) if g is None else g.to(t.dtype))
+    return result
+
+
+def gan_loss_fake(logits, labels, weights, elems, label_values, coefs, reduction):
+    total, terms, _, values = loss_terms_fake(logits, labels, weights, elems, label_values, coefs, reduction,
+                                              [False] * len(logits))
+    return [*values, terms] if reduction == Reduction.NONE else [total, terms]
+
+
+def _has_gan_loss() -> bool:
+    if not (_ext.HAS_CPU or _ext.HAS_CUDA):
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("fusedgan::gan_loss", "Autograd")
+    except RuntimeError:
+        return False
+
+
+HAS_GAN_LOSS = _has_gan_loss()
+# Backends whose autograd runs in C++ (fusedgan::gan_loss); the others use autograd.py's Function.
+NATIVE_AUTOGRAD_BACKENDS = frozenset({"cpu", "cuda"} if HAS_GAN_LOSS else ())
+
+if HAS_GAN_LOSS:
+    _lib = torch.library.Library("fusedgan", "FRAGMENT")
+    _lib.define(_EXACT_BACKWARD_SCHEMA)
+    _lib.impl("loss_terms_exact_backward", exact_backward, "CompositeImplicitAutograd")
+    torch.library.register_fake("fusedgan::gan_loss")(gan_loss_fake)

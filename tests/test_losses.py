@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import zlib
 
 import pytest
 import torch
@@ -47,7 +48,9 @@ def options(kind, side, opt, real, fake, dtype):
     if opt == "plain":
         return {}
     if opt == "soft":
-        return {"real_label": 0.9, "fake_label": 0.1} if side == "D" else {"target": 0.8}
+        # label smoothing with labels every dtype holds exactly (0.9 would differ by 2e-8 between
+        # the fp32 kernel and the fp64 oracle, swamping sigmoid(x) - t where it cancels)
+        return {"real_label": 0.875, "fake_label": 0.125} if side == "D" else {"target": 0.75}
     if opt == "tensor_labels":
         def lab(x, lo, hi):  # one label per sample, broadcast over the rest
             shape = (x.shape[0],) + (1,) * (x.dim() - 1) if x.dim() else ()
@@ -131,7 +134,7 @@ def cases():
 @pytest.mark.parametrize("kind,side,opt", list(cases()))
 def test_matches_reference(backend, kind, side, opt, reduction, dtype):
     for i, shape_name in enumerate(SHAPES):
-        run_and_compare(backend, kind, side, reduction, dtype, shape_name, opt, seed=1000 * i + hash((kind, side, opt)) % 997)
+        run_and_compare(backend, kind, side, reduction, dtype, shape_name, opt, seed=1000 * i + zlib.crc32(f"{kind}{side}{opt}".encode()) % 997)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
