@@ -17,7 +17,7 @@
 // differentiating the reference formulas, so that every derivative of every order is exact.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/mul.h>
-#include <torch/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -55,6 +55,19 @@ OptList to_opt_list(at::ArrayRef<Tensor> tensors) {
   for (const Tensor& t : tensors) {
     out.push_back(t.defined() ? std::optional<Tensor>(t) : std::nullopt);
   }
+  return out;
+}
+
+// gan_loss's outputs: [total, terms] for MEAN/SUM, [values..., terms] for NONE.
+std::vector<Tensor> pack_outputs(int64_t reduction, const Tensor& total, const Tensor& terms,
+                                 const std::vector<Tensor>& values) {
+  std::vector<Tensor> out;
+  if (reduction == static_cast<int64_t>(Reduction::NONE)) {
+    out.assign(values.begin(), values.end());
+  } else {
+    out.push_back(total);
+  }
+  out.push_back(terms);
   return out;
 }
 
@@ -103,14 +116,7 @@ struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
     ctx->saved_data["aux_need_grad"] = aux_need_grad;
     ctx->mark_non_differentiable({terms});
 
-    variable_list out;
-    if (reduction == static_cast<int64_t>(Reduction::NONE)) {
-      out.assign(values.begin(), values.end());
-    } else {
-      out.push_back(total);
-    }
-    out.push_back(terms);
-    return out;
+    return pack_outputs(reduction, total, terms, values);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -203,14 +209,7 @@ std::vector<Tensor> gan_loss_no_grad(at::TensorList logits, const OptList& label
   for (size_t i = 0; i < logits.size(); ++i) need.push_back(false);
   auto [total, terms, grads, values] =
       loss_terms_op().call(logits, labels, weights, elems, label_values, coefs, reduction, need);
-  std::vector<Tensor> out;
-  if (reduction == static_cast<int64_t>(Reduction::NONE)) {
-    out.assign(values.begin(), values.end());
-  } else {
-    out.push_back(total);
-  }
-  out.push_back(terms);
-  return out;
+  return pack_outputs(reduction, total, terms, values);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@ export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"  # torch's own guess goes wrong
 export MAX_JOBS="${MAX_JOBS:-2}"
 REPORTS=$(mktemp -d)
 status=0
+failed_stages=0  # stages that failed outside pytest's own counts (a build, ctest)
 t0=$SECONDS
 
 want() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -61,14 +62,14 @@ if want cpp; then
   [ "${FUSEDGAN_BUILD_CUDA:-auto}" = 1 ] && cuda_flag="-DFUSEDGAN_CUDA=ON"
   if cmake -S . -B "$build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" -DPython3_EXECUTABLE="$(command -v "$PY")" $cuda_flag \
       && cmake --build "$build" -j "$MAX_JOBS"; then
-    (cd "$build" && ctest --output-on-failure) || { echo "stage cpp FAILED (ctest)"; status=1; }
+    (cd "$build" && ctest --output-on-failure) || { echo "stage cpp FAILED (ctest)"; status=1; failed_stages=$((failed_stages + 1)); }
   else
-    echo "stage cpp FAILED (build)"; status=1
+    echo "stage cpp FAILED (build)"; status=1; failed_stages=$((failed_stages + 1))
   fi
 fi
 
-banner "summary"
-"$PY" - "$REPORTS" <<'PYEOF'
+banner "summary (total time $((SECONDS - t0))s)"
+"$PY" - "$REPORTS" "$failed_stages" <<'PYEOF'
 import glob, sys, xml.etree.ElementTree as ET
 tot = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
 for path in sorted(glob.glob(sys.argv[1] + "/*.xml")):
@@ -78,7 +79,8 @@ for path in sorted(glob.glob(sys.argv[1] + "/*.xml")):
         print(f"  {path.rsplit('/', 1)[-1][:-4]:8s} {suite.get('tests')} tests, {suite.get('failures')} failed, "
               f"{suite.get('errors')} errors, {suite.get('skipped')} skipped")
 failed = tot["failures"] + tot["errors"]
-print(f"{tot['tests'] - failed - tot['skipped']} passed, {failed} failed, {tot['skipped']} skipped")
+passed = tot["tests"] - failed - tot["skipped"]
+failed += int(sys.argv[2])  # a failed build or ctest stage counts as a failure too
+print(f"{passed} passed, {failed} failed, {tot['skipped']} skipped")
 PYEOF
-echo "total time: $((SECONDS - t0))s"
 exit $status

@@ -140,3 +140,17 @@ def test_opcheck(backend):
         for with_aux in (True, False):
             args = op_args(torch.float32, reduction, with_aux)
             torch.library.opcheck(torch.ops.fusedgan.loss_terms, args)
+            if fg.ops.HAS_GAN_LOSS:  # the C++ autograd entry point (csrc/autograd.cpp)
+                x0, x1 = (a.detach().requires_grad_(True) for a in args[0])
+                torch.library.opcheck(torch.ops.fusedgan.gan_loss, ([x0, x1], *args[1:-1]))
+
+
+def test_native_backends_use_the_cpp_autograd_function():
+    if "cpu" not in BACKENDS:
+        pytest.skip("no native CPU backend built")
+    assert fg.ops.HAS_GAN_LOSS
+    r = torch.randn(8, requires_grad=True)
+    with torch.profiler.profile() as prof:
+        loss = fg.discriminator_loss(r, r.detach(), "ns", backend="cpu")
+    assert "fusedgan::gan_loss" in {e.name for e in prof.events()}
+    assert "GanLossFunction" in loss.grad_fn.name()  # a C++ autograd node, no Python in backward

@@ -14,18 +14,7 @@
 #include "loss_terms_op.h"
 
 using LD = long double;
-static int g_failures = 0;
-#define EXPECT(cond, ...)                                 \
-  do {                                                   \
-    if (!(cond)) {                                       \
-      ++g_failures;                                      \
-      if (g_failures < 20) {                             \
-        std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-        std::printf(__VA_ARGS__);                        \
-        std::printf("\n");                               \
-      }                                                  \
-    }                                                    \
-  } while (0)
+#include "expect.h"
 
 using Out = std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
 

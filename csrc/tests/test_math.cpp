@@ -15,18 +15,7 @@
 using fusedgan::Elem;
 using LD = long double;
 
-static int g_failures = 0;
-#define EXPECT(cond, ...)                                  \
-  do {                                                    \
-    if (!(cond)) {                                        \
-      ++g_failures;                                       \
-      if (g_failures < 20) {                              \
-        std::printf("FAIL %s:%d: ", __FILE__, __LINE__);  \
-        std::printf(__VA_ARGS__);                         \
-        std::printf("\n");                                \
-      }                                                   \
-    }                                                     \
-  } while (0)
+#include "expect.h"
 
 // ---- long-double references (the plain formulas of fusedgan/kinds.py) ----------------------
 static LD sp(LD z) { return (z > 0 ? z : 0) + log1pl(expl(-fabsl(z))); }
