@@ -48,7 +48,11 @@ SIMD_KERNELS = {p: SIMD_LEVELS[_simd_level(p)] for p in CPU_FILES if _simd_level
 # -Wall stays on; these come from torch's own headers (#pragma unroll, GCC 12's false positive on
 # _mm512_undefined_ps, the AVX argument-passing ABI note).
 QUIET = ["-Wno-unknown-pragmas", "-Wno-psabi", "-Wno-maybe-uninitialized"]
-CXX_FLAGS = ["-O3", "-Wall", *QUIET]
+# -fopenmp: at::parallel_for is inline code that runs its body under `#pragma omp parallel`;
+# without the flag the pragma is ignored and every kernel runs on one thread.  Only compiled
+# with it, not linked: the GOMP_* symbols resolve to the OpenMP runtime torch already loaded.
+OPENMP = [] if sys.platform == "darwin" else ["-fopenmp"]
+CXX_FLAGS = ["-O3", "-Wall", *QUIET, *OPENMP]
 
 
 def _env_flag(name: str, default: str) -> str:
