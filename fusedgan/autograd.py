@@ -17,7 +17,7 @@ from typing import NamedTuple, Tuple
 
 import torch
 
-from . import ops, reference
+from . import ops
 from .kinds import Reduction
 
 
@@ -107,31 +107,9 @@ def _recompute(ctx, logits, labels, weights, grad_outputs):
     """Exact gradients (to any order) by differentiating the reference formula."""
     spec = ctx.spec
     n = len(spec.elems)
-    create_graph = torch.is_grad_enabled()
-    with torch.enable_grad():
-        # One alias per argument position: a tensor passed twice (discriminator_loss(x, x), or
-        # one logits tensor in two terms) must get each position's partial derivative, not the
-        # total derivative once per position.
-        inputs = [None if t is None else t.view_as(t) for t in (*logits, *labels, *weights)]
-        wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[1:]) if t is not None and need]
-        total, _, values = reference.loss_terms(
-            inputs[:n], inputs[n : 2 * n], inputs[2 * n :], spec.elems, spec.label_values, spec.coefs, spec.reduction
-        )
-        if spec.reduction == Reduction.NONE:
-            # a one-element label of 0-dim logits is passed as shape (1,): values take x's shape
-            pairs = [(v.reshape(x.shape), g) for v, x, g in zip(values, logits, grad_outputs[:n]) if g is not None]
-        else:
-            pairs = [(total, grad_outputs[0])] if grad_outputs[0] is not None else []
-        if not pairs or not wanted:
-            return [None] * len(inputs)
-        outs, gos = zip(*pairs)
-        got = torch.autograd.grad(outs, wanted, gos, create_graph=create_graph, allow_unused=True)
-    got = iter(got)
-    result = []
-    for t, need in zip(inputs, ctx.needs_input_grad[1:]):
-        if t is not None and need:
-            g = next(got)
-            result.append(None if g is None else g.to(t.dtype))
-        else:
-            result.append(None)
-    return result
+    inputs = (*logits, *labels, *weights)
+    wanted = [t is not None and bool(need) for t, need in zip(inputs, ctx.needs_input_grad[1:])]
+    g_outs = list(grad_outputs[:n]) if spec.reduction == Reduction.NONE else [grad_outputs[0]]
+    got = ops.exact_backward(list(logits), list(labels), list(weights), spec.elems,
+                             spec.label_values, spec.coefs, spec.reduction, g_outs, wanted)
+    return [g if w else None for g, w in zip(got, wanted)]
