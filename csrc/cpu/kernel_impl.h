@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "loss_terms_cpu.h"
+#include "vec_io.h"
 #include "vec_ops.h"
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -26,40 +27,6 @@
 namespace fusedgan::cpu::CPU_CAPABILITY {
 namespace {
 
-template <class S>
-using acc_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
-
-// Loads and stores of K accumulation-type vectors = one step of the loop.  Half and BFloat16
-// steps hold two float vectors (one Vectorized<Half>).
-template <class S>
-struct Io {
-  using A = acc_t<S>;
-  using V = Vectorized<A>;
-  static constexpr int K = 1;
-  static constexpr int64_t kStep = V::size();
-  static FG_INLINE void load(const S* p, int64_t cnt, V* out) { out[0] = V::loadu(p, cnt); }
-  static FG_INLINE void store(S* p, const V* in, int64_t cnt) { in[0].store(p, cnt); }
-};
-
-template <class S>
-struct IoReduced {
-  using V = Vectorized<float>;
-  static constexpr int K = 2;
-  static constexpr int64_t kStep = Vectorized<S>::size();
-  static_assert(kStep == 2 * V::size());
-  static FG_INLINE void load(const S* p, int64_t cnt, V* out) {
-    auto [a, b] = at::vec::convert_to_float<S>(Vectorized<S>::loadu(p, cnt));
-    out[0] = a;
-    out[1] = b;
-  }
-  static FG_INLINE void store(S* p, const V* in, int64_t cnt) {
-    at::vec::convert_from_float<S>(in[0], in[1]).store(p, cnt);
-  }
-};
-template <>
-struct Io<c10::Half> : IoReduced<c10::Half> {};
-template <>
-struct Io<c10::BFloat16> : IoReduced<c10::BFloat16> {};
 
 template <class A>
 FG_INLINE double hsum(const Vectorized<A>& v) {

@@ -17,46 +17,13 @@
 #include <type_traits>
 
 #include "penalty_cpu.h"
+#include "vec_io.h"
 
 namespace fusedgan::cpu::CPU_CAPABILITY {
 namespace {
 
 using at::vec::Vectorized;
 
-template <class S>
-using pacc_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
-
-// K accumulation vectors per step of kStep storage elements (K = 2 for half types).
-template <class S>
-struct PIo {
-  using A = pacc_t<S>;
-  using V = Vectorized<A>;
-  static constexpr int K = 1;
-  static constexpr int64_t kStep = V::size();
-  static void load(const S* p, int64_t cnt, V* out) { out[0] = V::loadu(p, cnt); }
-  static void store(S* p, const V* in, int64_t cnt) { in[0].store(p, cnt); }
-};
-
-template <class S>
-struct PIoReduced {
-  using A = float;
-  using V = Vectorized<float>;
-  static constexpr int K = 2;
-  static constexpr int64_t kStep = Vectorized<S>::size();
-  static_assert(kStep == 2 * V::size());
-  static void load(const S* p, int64_t cnt, V* out) {
-    auto [a, b] = at::vec::convert_to_float<S>(Vectorized<S>::loadu(p, cnt));
-    out[0] = a;
-    out[1] = b;
-  }
-  static void store(S* p, const V* in, int64_t cnt) {
-    at::vec::convert_from_float<S>(in[0], in[1]).store(p, cnt);
-  }
-};
-template <>
-struct PIo<c10::Half> : PIoReduced<c10::Half> {};
-template <>
-struct PIo<c10::BFloat16> : PIoReduced<c10::BFloat16> {};
 
 // Lanes of vector k (of K) that hold valid elements when a step loads cnt elements.
 template <class V>
@@ -66,7 +33,7 @@ int64_t lanes(int64_t cnt, int k) {
 
 template <class S>
 double sumsq_t(const S* p, int64_t n) {
-  using IO = PIo<S>;
+  using IO = Io<S>;
   using A = typename IO::A;
   using V = typename IO::V;
   constexpr int K = IO::K;
@@ -95,8 +62,8 @@ double sumsq_t(const S* p, int64_t n) {
 }
 
 template <class S>
-void sumsq_cols_t(const S* p, int64_t rows, int64_t stride, int64_t width, pacc_t<S>* out) {
-  using IO = PIo<S>;
+void sumsq_cols_t(const S* p, int64_t rows, int64_t stride, int64_t width, acc_t<S>* out) {
+  using IO = Io<S>;
   using V = typename IO::V;
   constexpr int K = IO::K;
   constexpr int64_t kStep = IO::kStep;
@@ -117,8 +84,8 @@ void sumsq_cols_t(const S* p, int64_t rows, int64_t stride, int64_t width, pacc_
 }
 
 template <class S>
-void scale_t(const S* g, S* out, int64_t n, pacc_t<S> f) {
-  using IO = PIo<S>;
+void scale_t(const S* g, S* out, int64_t n, acc_t<S> f) {
+  using IO = Io<S>;
   using V = typename IO::V;
   constexpr int K = IO::K;
   constexpr int64_t kStep = IO::kStep;
@@ -133,8 +100,8 @@ void scale_t(const S* g, S* out, int64_t n, pacc_t<S> f) {
 }
 
 template <class S>
-void scale_cols_t(const S* g, S* out, int64_t n, const pacc_t<S>* s, pacc_t<S> go) {
-  using IO = PIo<S>;
+void scale_cols_t(const S* g, S* out, int64_t n, const acc_t<S>* s, acc_t<S> go) {
+  using IO = Io<S>;
   using V = typename IO::V;
   constexpr int K = IO::K;
   constexpr int64_t kStep = IO::kStep;
@@ -173,14 +140,14 @@ double sumsq(const void* p, int64_t n, Dtype dt) {
 void sumsq_cols(const void* p, int64_t rows, int64_t stride, int64_t width, void* out, Dtype dt) {
   with_dtype(dt, [&](auto s) {
     using S = decltype(s);
-    sumsq_cols_t<S>(static_cast<const S*>(p), rows, stride, width, static_cast<pacc_t<S>*>(out));
+    sumsq_cols_t<S>(static_cast<const S*>(p), rows, stride, width, static_cast<acc_t<S>*>(out));
   });
 }
 
 void scale(const void* g, void* out, int64_t n, double f, Dtype dt) {
   with_dtype(dt, [&](auto s) {
     using S = decltype(s);
-    scale_t<S>(static_cast<const S*>(g), static_cast<S*>(out), n, static_cast<pacc_t<S>>(f));
+    scale_t<S>(static_cast<const S*>(g), static_cast<S*>(out), n, static_cast<acc_t<S>>(f));
   });
 }
 
@@ -188,7 +155,7 @@ void scale_cols(const void* g, void* out, int64_t n, const void* sc, double go, 
   with_dtype(dt, [&](auto s) {
     using S = decltype(s);
     scale_cols_t<S>(static_cast<const S*>(g), static_cast<S*>(out), n,
-                    static_cast<const pacc_t<S>*>(sc), static_cast<pacc_t<S>>(go));
+                    static_cast<const acc_t<S>*>(sc), static_cast<acc_t<S>>(go));
   });
 }
 
