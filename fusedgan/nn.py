@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Optional
 
 import torch
 
@@ -9,7 +10,7 @@ from . import functional
 from .kinds import kind_spec, reduction_code
 
 _D_OPTIONS = set(inspect.signature(functional.discriminator_loss).parameters) - {"real", "fake", "kind"}
-_G_OPTIONS = set(inspect.signature(functional.generator_loss).parameters) - {"fake", "kind"}
+_G_OPTIONS = set(inspect.signature(functional.generator_loss).parameters) - {"fake", "kind", "real"}
 
 
 class GANLoss(torch.nn.Module):
@@ -19,6 +20,7 @@ class GANLoss(torch.nn.Module):
     tensors is the discriminator loss, with one the generator loss.  ``options`` are the keyword
     arguments of ``fusedgan.discriminator_loss`` / ``generator_loss`` (``reduction``,
     ``real_label``, ``fake_label``, ``target``, ``backend``); each goes to the side that takes it.
+    For the relativistic kinds the generator needs the real logits: ``loss.generator(fake, real)``.
     """
 
     def __init__(self, kind: str = "ns", **options):
@@ -37,8 +39,11 @@ class GANLoss(torch.nn.Module):
     def discriminator(self, real: torch.Tensor, fake: torch.Tensor):
         return functional.discriminator_loss(real, fake, self.kind, **self._d)
 
-    def generator(self, fake: torch.Tensor):
-        return functional.generator_loss(fake, self.kind, **self._g)
+    def generator(self, fake: torch.Tensor, real: Optional[torch.Tensor] = None):
+        """G loss; relativistic kinds need the real logits too (``real=``)."""
+        if real is None:
+            return functional.generator_loss(fake, self.kind, **self._g)
+        return functional.generator_loss(fake, self.kind, real=real, **self._g)
 
     def forward(self, *logits: torch.Tensor):
         if len(logits) == 2:

@@ -169,3 +169,16 @@ def test_bad_input():
         fg.generator_loss(f, "ragan", real=r, target=0.9)
     with pytest.raises(ValueError, match="^kind: "):
         fg.discriminator_loss(r, f, "rels")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["rsgan", "ragan", "ralsgan", "rahinge"])
+def test_gan_loss_module_relativistic(kind, backend):
+    loss = fg.nn.GANLoss(kind, backend=backend)
+    r, f = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    torch.testing.assert_close(loss.discriminator(r, f), fg.reference.discriminator_loss(r, f, kind))
+    torch.testing.assert_close(loss.generator(f, real=r), fg.reference.generator_loss(f, kind, real=r))
+    with pytest.raises(ValueError, match="real"):
+        loss.generator(f)
+    with pytest.raises(TypeError, match="real"):
+        fg.nn.GANLoss(kind, real=r)  # the real logits are a call argument, not an option
