@@ -94,7 +94,7 @@ double term_range(const TermArgs& a, int64_t begin, int64_t end, double* stats) 
       }
       if (tail) {
         // Padding lanes hold x = 0: drop them by selection (0 * inf would be NaN).
-        const int64_t valid = std::clamp<int64_t>(cnt - k * V::size(), 0, V::size());
+        const int64_t valid = lanes<V>(cnt, k);
         const V lane = V::arange(A(0), A(1));
         const V keep = lane < V(static_cast<A>(valid));
         v = V::blendv(zero, v, keep);

@@ -8,28 +8,13 @@
 #error "define CPU_CAPABILITY before including penalty_kernel_impl.h"
 #endif
 
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <algorithm>
-#include <type_traits>
 
 #include "penalty_cpu.h"
 #include "vec_io.h"
 
 namespace fusedgan::cpu::CPU_CAPABILITY {
 namespace {
-
-using at::vec::Vectorized;
-
-
-// Lanes of vector k (of K) that hold valid elements when a step loads cnt elements.
-template <class V>
-int64_t lanes(int64_t cnt, int k) {
-  return std::clamp<int64_t>(cnt - static_cast<int64_t>(k) * V::size(), 0, V::size());
-}
 
 template <class S>
 double sumsq_t(const S* p, int64_t n) {

@@ -13,6 +13,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "fusedgan/math.h"
@@ -55,6 +56,12 @@ template <>
 struct Io<c10::Half> : IoReduced<c10::Half> {};
 template <>
 struct Io<c10::BFloat16> : IoReduced<c10::BFloat16> {};
+
+// Lanes of vector k (of K) that hold valid elements when a step loads cnt elements.
+template <class V>
+FG_INLINE int64_t lanes(int64_t cnt, int k) {
+  return std::clamp<int64_t>(cnt - static_cast<int64_t>(k) * V::size(), 0, V::size());
+}
 
 }  // namespace
 }  // namespace fusedgan::cpu::CPU_CAPABILITY
