@@ -150,6 +150,32 @@ def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
 
 
 @triton.jit
+def _single_term(x, t, w, go, g, v, n, lab, coef, scale, terms, stats, slot,
+                 ELEM: tl.constexpr, LAB: tl.constexpr, W: tl.constexpr, GO: tl.constexpr,
+                 GRAD: tl.constexpr, VAL: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
+                 STATS: tl.constexpr):
+    """A whole term in one program: stores terms[slot] (and its stats row) and returns it."""
+    acc = _zero(IS64)
+    sx_t = _zero(IS64)
+    ss_t = _zero(IS64)
+    sp_t = _zero(IS64)
+    for blk in range(0, tl.cdiv(n, BLOCK)):
+        s, sx, ss, sp = _block(blk, x, t, w, go, g, v, n, lab, coef, scale, ELEM, LAB, W, GO, GRAD, VAL,
+                               IS64, BLOCK, STATS)
+        acc += s
+        sx_t += sx
+        ss_t += ss
+        sp_t += sp
+    term = acc * scale
+    tl.store(terms + slot, term)
+    if STATS:
+        tl.store(stats + 3 * slot, sx_t)
+        tl.store(stats + 3 * slot + 1, ss_t)
+        tl.store(stats + 3 * slot + 2, sp_t)
+    return term
+
+
+@triton.jit
 def _loss_kernel(
     # term a
     xa, ta, wa, goa, ga, va, na, lab_a: "fp64", coef_a: "fp64", scale_a: "fp64", progs_a,
@@ -173,43 +199,11 @@ def _loss_kernel(
     sb = _scalar(scale_b, IS64)
     if SINGLE:
         # Launch-bound sizes: one program does everything, finishing the reduction itself.
-        acc_a = _zero(IS64)
-        sx_a = _zero(IS64)
-        ss_a = _zero(IS64)
-        sp_a = _zero(IS64)
-        for blk in range(0, tl.cdiv(na, BLOCK)):
-            s, sx, ss, sp = _block(blk, xa, ta, wa, goa, ga, va, na, la, ca, sa, ELEM_A, LAB_A, W_A,
-                                   GO_A, GRAD_A, VAL_A, IS64, BLOCK, STATS)
-            acc_a += s
-            sx_a += sx
-            ss_a += ss
-            sp_a += sp
-        term_a = acc_a * sa
-        tl.store(terms + term_off, term_a)
-        if STATS:
-            tl.store(stats + 3 * term_off, sx_a)
-            tl.store(stats + 3 * term_off + 1, ss_a)
-            tl.store(stats + 3 * term_off + 2, sp_a)
-        tot = term_a
+        tot = _single_term(xa, ta, wa, goa, ga, va, na, la, ca, sa, terms, stats, term_off, ELEM_A,
+                           LAB_A, W_A, GO_A, GRAD_A, VAL_A, IS64, BLOCK, STATS)
         if TWO:
-            acc_b = _zero(IS64)
-            sx_b = _zero(IS64)
-            ss_b = _zero(IS64)
-            sp_b = _zero(IS64)
-            for blk in range(0, tl.cdiv(nb, BLOCK)):
-                s, sx, ss, sp = _block(blk, xb, tb, wb, gob, gb, vb, nb, lb, cb, sb, ELEM_B, LAB_B, W_B,
-                                       GO_B, GRAD_B, VAL_B, IS64, BLOCK, STATS)
-                acc_b += s
-                sx_b += sx
-                ss_b += ss
-                sp_b += sp
-            term_b = acc_b * sb
-            tl.store(terms + term_off + 1, term_b)
-            if STATS:
-                tl.store(stats + 3 * term_off + 3, sx_b)
-                tl.store(stats + 3 * term_off + 4, ss_b)
-                tl.store(stats + 3 * term_off + 5, sp_b)
-            tot = tot + term_b
+            tot = tot + _single_term(xb, tb, wb, gob, gb, vb, nb, lb, cb, sb, terms, stats, term_off + 1,
+                                     ELEM_B, LAB_B, W_B, GO_B, GRAD_B, VAL_B, IS64, BLOCK, STATS)
         if ACCUM:
             tot = tl.load(total) + tot
         tl.store(total, tot)
