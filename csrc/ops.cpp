@@ -35,6 +35,13 @@ TORCH_LIBRARY(fusedgan, m) {
 
 #include <string>
 
+#include "fusedgan/penalty.h"
+
+namespace fusedgan::cpu {
+int64_t buffer_pool_bytes();
+void empty_buffer_pool();
+}  // namespace fusedgan::cpu
+
 #ifndef FUSEDGAN_CUDA_ARCHS
 #define FUSEDGAN_CUDA_ARCHS ""
 #endif
@@ -89,5 +96,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fusedgan native kernels; the operators live in torch.ops.fusedgan";
   m.def("elem_codes", &elem_codes, "Elem and Reduction numbering of csrc/include/fusedgan/math.h");
   m.def("build_info", &build_info, "What this build of fusedgan._C contains");
+  m.def("group_penalty_composite", &fusedgan::group_penalty_composite,
+        "fusedgan::group_penalty as tensor operations (the non-CPU kernel), for tests");
+  m.def("buffer_pool_bytes", &fusedgan::cpu::buffer_pool_bytes,
+        "Bytes of CPU gradient buffers the pool keeps for reuse (csrc/cpu/buffer_pool.h)");
+  m.def("empty_buffer_pool", &fusedgan::cpu::empty_buffer_pool,
+        "Drop the CPU gradient buffers the pool keeps for reuse");
 }
 #endif

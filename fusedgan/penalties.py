@@ -7,12 +7,14 @@ from there, through the double backward, into D's parameters.
 Operators (contract: docs/operators.md).  ``g`` is viewed as ``[A, C, B]`` with one penalty group
 per column ``g[a, :, b]``::
 
-    group_sumsq(g, A, C, B) -> sumsq [A, B]                       forward: one read of g
+    group_penalty(g, A, C, B, ...) -> (value, scale)              forward: one read of g
     group_scale_mul(g, scale, grad_output, A, C, B) -> grad_g     backward: one read, one write
 
-Forward turns ``sumsq`` into the penalty and the per-group ``scale = d penalty / d g / g`` with a
-few tiny tensor ops and saves only ``g`` and ``scale``.  With ``create_graph=True`` the backward
-recomputes through ``fusedgan.reference`` so higher-order gradients stay exact.
+``group_penalty`` is ``group_sumsq`` (the per-group sums of squares) followed by the penalty and
+the per-group ``scale = d penalty / d g / g``; forward saves only ``g`` and ``scale``.  The native
+backends (``cpu``, ``cuda``) run the whole Function in C++ (``fusedgan::gan_penalty``,
+csrc/penalty.cpp), Triton runs ``GroupPenaltyFunction`` below.  With ``create_graph=True`` the
+backward recomputes through ``fusedgan.reference`` so higher-order gradients stay exact.
 
 | function | per group | default reduction |
 |---|---|---|
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _ext, backends, reference
+from .kinds import Reduction
 
 Tensor = torch.Tensor
 
@@ -44,13 +47,16 @@ def _has_native(key: str) -> bool:
     if _ext._C is None:
         return False
     try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key("fusedgan::group_sumsq", key)
+        return (torch._C._dispatch_has_kernel_for_dispatch_key("fusedgan::group_sumsq", key)
+                and torch._C._dispatch_has_kernel_for_dispatch_key("fusedgan::gan_penalty", "Autograd"))
     except RuntimeError:
         return False
 
 
 # Read on the hot path: plain values keep torch.compile from breaking the graph.
 _NATIVE = {"cpu": _has_native("CPU"), "cuda": _has_native("CUDA")}
+# Backends whose penalty Function runs in C++ (fusedgan::gan_penalty); Triton uses the Python one.
+_NATIVE_AUTOGRAD = frozenset(b for b in ("cpu", "cuda") if _NATIVE[b])
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -69,9 +75,44 @@ def _group_scale_mul_fake(g, scale, grad_output, A, C, B):
     return g.new_empty(g.shape)
 
 
+def _group_penalty_fake(g, A, C, B, kind, center, one_sided, reduction, gamma, batch):
+    acc = _acc_dtype(g.dtype)
+    value = g.new_empty((A, B) if reduction == _NONE else (), dtype=acc)
+    return value, g.new_empty((A, B), dtype=acc)
+
+
+def _gan_penalty_fake(g, A, C, B, kind, center, one_sided, reduction, gamma, batch, value_shape, norm):
+    return g.new_empty(tuple(value_shape) if reduction == _NONE else (), dtype=_acc_dtype(g.dtype))
+
+
+def _penalty_exact_backward(g, grad_output, kind, center, one_sided, norm, reduction, gamma):
+    """d value / d g * grad_output by differentiating the reference (every order exact)."""
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        gi = g.view_as(g) if g.requires_grad else g.detach().requires_grad_(True)
+        if kind == _R1:
+            value = reference.r1_penalty(gi, gamma)
+        else:
+            value = reference.gradient_penalty(gi, center=center, one_sided=one_sided, norm=norm,
+                                               reduction=REDUCTIONS_BY_CODE[reduction])
+        (grad,) = torch.autograd.grad(value, gi, grad_output.to(value.dtype), create_graph=create_graph)
+    return grad.to(g.dtype)
+
+
+_NONE, _R1 = int(Reduction.NONE), 1
+REDUCTION_CODES = {"none": int(Reduction.NONE), "mean": int(Reduction.MEAN), "sum": int(Reduction.SUM)}
+REDUCTIONS_BY_CODE = {v: k for k, v in REDUCTION_CODES.items()}
+
 if _ext._C is not None and hasattr(torch.ops.fusedgan, "group_sumsq"):
     torch.library.register_fake("fusedgan::group_sumsq")(_group_sumsq_fake)
     torch.library.register_fake("fusedgan::group_scale_mul")(_group_scale_mul_fake)
+if _ext._C is not None and hasattr(torch.ops.fusedgan, "gan_penalty"):
+    torch.library.register_fake("fusedgan::group_penalty")(_group_penalty_fake)
+    torch.library.register_fake("fusedgan::gan_penalty")(_gan_penalty_fake)
+    _lib = torch.library.Library("fusedgan", "FRAGMENT")
+    _lib.define("penalty_exact_backward(Tensor g, Tensor grad_output, int kind, float center, "
+                "bool one_sided, str norm, int reduction, float gamma) -> Tensor")
+    _lib.impl("penalty_exact_backward", _penalty_exact_backward, "CompositeImplicitAutograd")
 
 
 def _ops(backend: str) -> Tuple[Callable, Callable]:
@@ -157,9 +198,10 @@ def _value_and_scale(spec: _Spec, sumsq: Tensor, batch: int) -> Tuple[Tensor, Te
     if spec.kind == "r1":
         value = (spec.gamma / 2) * (sumsq.reshape(()) / batch)
         return value, torch.full_like(sumsq, spec.gamma / batch if batch else math.nan)
-    pos = sumsq > 0
-    inv_norm = torch.where(pos, sumsq.rsqrt(), 0.0)  # 1/||g||, and 0 at g = 0: a zero gradient
-    d = sumsq * inv_norm - spec.center  # ||g|| - center
+    # gp_group of csrc/include/fusedgan/math.h, as tensor operations
+    norm = sumsq.sqrt()
+    inv_norm = torch.where(sumsq > 0, norm.reciprocal(), 0.0)  # 1/||g||, and 0 at g = 0: a zero gradient
+    d = norm - spec.center
     if spec.one_sided:
         d = F.relu(d)
     per_group = d.square()
@@ -227,6 +269,9 @@ def gradient_penalty(g: Tensor, *, center: float = 1.0, one_sided: bool = False,
     if name == "reference":
         return reference.gradient_penalty(g, center=center, one_sided=one_sided, norm=norm, reduction=reduction)
     layout, group_shape = _layout(g, norm)
+    if name in _NATIVE_AUTOGRAD:
+        return torch.ops.fusedgan.gan_penalty(g, *layout, 0, center, one_sided, REDUCTION_CODES[reduction], 0.0,
+                                              g.shape[0] if g.dim() else 1, list(group_shape), norm)
     spec = _Spec(name, "gp", layout, group_shape, center, one_sided, norm, reduction, 0.0)
     return GroupPenaltyFunction.apply(spec, g)
 
@@ -241,6 +286,9 @@ def r1_penalty(g: Tensor, gamma: float = 10.0, *, backend: Optional[str] = None)
     name = _backend(g, backend)
     if name == "reference":
         return reference.r1_penalty(g, gamma)
+    if name in _NATIVE_AUTOGRAD:
+        return torch.ops.fusedgan.gan_penalty(g, 1, g.numel(), 1, _R1, 0.0, False, int(Reduction.MEAN), gamma,
+                                              g.shape[0], [], "sample")
     spec = _Spec(name, "r1", (1, g.numel(), 1), (), 0.0, False, "sample", "mean", gamma)
     return GroupPenaltyFunction.apply(spec, g)
 

@@ -229,6 +229,61 @@ def test_ops_match_definition_and_opcheck(layout, dtype):
 
 
 @native
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", [(4, 3, 1), (2, 3, 35), (1, 105, 1), (3, 20000, 1), (0, 5, 1), (2, 0, 3)])
+@pytest.mark.parametrize("kind, reduction", [(k, r) for k in ("gp", "gp-one-sided") for r in REDUCTIONS]
+                         + [("r1", "mean")])  # r1 has one reduction: the batch mean
+def test_group_penalty_kernel_matches_composite_and_opcheck(kind, reduction, layout, dtype):
+    """The CPU kernel's scalar epilogue against the tensor-op kernel that CUDA tensors run."""
+    A, C, B = layout
+    if kind == "r1":
+        A, C, B = 1, A * C * B, 1
+    g = make_g((A, C, B), "randn", dtype, seed=4) * 2
+    if g.numel():
+        g[0, :, 0] = 0  # a group with ||g|| = 0
+    code = penalties.REDUCTION_CODES[reduction]
+    args = (g, A, C, B, 1 if kind == "r1" else 0, 1.0, kind == "gp-one-sided", code, 10.0, max(layout[0], 1))
+    value, scale = torch.ops.fusedgan.group_penalty(*args)
+    ref_value, ref_scale = fg._C.group_penalty_composite(*args)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    assert value.dtype == scale.dtype == acc and value.shape == ref_value.shape and scale.shape == (A, B)
+    # value and scale = 2 (||g|| - center) / ||g|| / groups: the cancellation in ||g|| - center
+    # costs a few ulp of (||g|| + center), relative to which the two roundings are compared.
+    s = g.double().square().sum(1)
+    vbound = float(((s.sqrt() + 1) ** 2).sum()) if g.numel() else 0.0
+    torch.testing.assert_close(value, ref_value, rtol=8 * eps(acc), atol=16 * eps(acc) * vbound, equal_nan=True)
+    bound = (2 * (s.sqrt() + 1) / s.sqrt().clamp_min(1e-30)).where(s > 0, 0.0).max() if g.numel() else 0.0
+    torch.testing.assert_close(scale, ref_scale, rtol=0, atol=16 * eps(acc) * float(bound) + 1e-30,
+                               equal_nan=True)
+    if not value.isnan().any():  # the mean over no groups is NaN, and opcheck compares without equal_nan
+        torch.library.opcheck(torch.ops.fusedgan.group_penalty, args)
+
+
+@native
+def test_cpu_gradient_buffers_are_reused_only_when_free():
+    """The pool hands a gradient buffer out again only once no tensor refers to it."""
+    A, C, B = 4, 1 << 17, 1  # 2 MiB of float32: above the pool's 1 MiB floor
+    g = torch.randn(A, C, B)
+    scale, go = torch.rand(A, B), torch.tensor(2.0)
+    first = torch.ops.fusedgan.group_scale_mul(g, scale, go, A, C, B)
+    kept = first.view(-1)  # a view keeps the storage alive too
+    second = torch.ops.fusedgan.group_scale_mul(g, scale, go, A, C, B)
+    assert second.data_ptr() != first.data_ptr()
+    ptr = first.data_ptr()
+    del first
+    third = torch.ops.fusedgan.group_scale_mul(g, scale, go, A, C, B)
+    assert third.data_ptr() != ptr  # `kept` still refers to it
+    del kept
+    again = torch.ops.fusedgan.group_scale_mul(g, scale, go * 2, A, C, B)
+    assert again.data_ptr() in (ptr, second.data_ptr(), third.data_ptr()) or fg._C.buffer_pool_bytes() == 0
+    torch.testing.assert_close(again, scale.unsqueeze(1) * g * 4)
+    assert torch.equal(second, third)  # reusing a buffer never touched the live ones
+    torch.testing.assert_close(second, scale.unsqueeze(1) * g * 2)
+    fg._C.empty_buffer_pool()
+    assert fg._C.buffer_pool_bytes() == 0
+
+
+@native
 @pytest.mark.parametrize("shape", [(8, 3, 64, 64), (3, 70000), (2, 16, 3000)])
 @pytest.mark.parametrize("norm", NORMS)
 def test_bitwise_deterministic_across_thread_counts(shape, norm):
@@ -252,7 +307,8 @@ def test_bitwise_deterministic_across_thread_counts(shape, norm):
 def test_cpu_backend_runs_the_operators():
     g = torch.randn(4, 3, 8, 8, requires_grad=True)
     names = ran_ops(lambda: fg.penalties.gradient_penalty(g, backend="cpu").backward())
-    assert {"fusedgan::group_sumsq", "fusedgan::group_scale_mul"} <= names
+    assert {"fusedgan::gan_penalty", "fusedgan::group_penalty", "fusedgan::group_scale_mul"} <= names
+    assert "fusedgan::penalty_exact_backward" not in names  # first order: no reference recompute
 
 
 @native

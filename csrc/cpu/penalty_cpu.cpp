@@ -13,9 +13,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
+#include <type_traits>
 #include <cstring>
 #include <vector>
 
+#include "buffer_pool.h"
+#include "fusedgan/math.h"
 #include "fusedgan/ops.h"
 #include "penalty_cpu.h"
 
@@ -154,7 +158,8 @@ at::Tensor group_scale_mul_cpu(const at::Tensor& g, const at::Tensor& scale,
               "element, got ", grad_output.numel());
   TORCH_CHECK(scale.device().is_cpu() && grad_output.device().is_cpu(),
               "fusedgan::group_scale_mul (CPU kernel): scale and grad_output must be CPU tensors");
-  at::Tensor out = at::empty(g.sizes(), g.options());
+  // The gradient is the one g-sized output: from the buffer pool (warm, already mapped pages).
+  at::Tensor out = pooled_empty(g.sizes(), g.options());
   const int64_t n = g.numel();
   if (n == 0) return out;
   const at::Tensor x = g.contiguous();
@@ -189,9 +194,61 @@ at::Tensor group_scale_mul_cpu(const at::Tensor& g, const at::Tensor& scale,
   return out;
 }
 
+// The penalty from the per-group sums of squares (fusedgan::group_penalty, docs/operators.md):
+// a scalar loop over the A * B groups, sums in double in a fixed order.
+template <class T>
+void penalty_epilogue(const T* sumsq, int64_t groups, PenaltyKind kind, double center, bool one_sided,
+                      Reduction reduction, double gamma, int64_t batch, T* value, T* scale) {
+  if (kind == PenaltyKind::R1) {  // one group: the whole tensor
+    const double s = groups ? static_cast<double>(sumsq[0]) : 0.0;
+    value[0] = static_cast<T>((gamma / 2) * (s / static_cast<double>(batch)));
+    if (groups) scale[0] = static_cast<T>(gamma / static_cast<double>(batch));
+    return;
+  }
+  const T c = static_cast<T>(center);
+  double total = 0.0;
+  for (int64_t i = 0; i < groups; ++i) {
+    T per, dscale;
+    gp_group<T>(sumsq[i], c, one_sided, per, dscale);
+    if (reduction == Reduction::NONE) value[i] = per;
+    else total += static_cast<double>(per);
+    scale[i] = dscale;
+  }
+  if (reduction == Reduction::SUM) value[0] = static_cast<T>(total);
+  if (reduction == Reduction::MEAN) {
+    value[0] = static_cast<T>(total / static_cast<double>(groups));  // NaN for no groups, as mean()
+    const T inv = static_cast<T>(1.0 / static_cast<double>(groups));
+    for (int64_t i = 0; i < groups; ++i) scale[i] *= inv;
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> group_penalty_cpu(const at::Tensor& g, int64_t A, int64_t C,
+                                                     int64_t B, int64_t kind, double center,
+                                                     bool one_sided, int64_t reduction,
+                                                     double gamma, int64_t batch) {
+  TORCH_CHECK(kind == 0 || kind == 1, "fusedgan::group_penalty: kind must be 0 (gp) or 1 (r1), got ", kind);
+  TORCH_CHECK(reduction >= 0 && reduction <= 2, "fusedgan::group_penalty: reduction must be 0, 1 or 2, got ",
+              reduction);
+  TORCH_CHECK(kind == 0 || A * B == 1, "fusedgan::group_penalty: r1 needs one group (A = B = 1)");
+  const at::Tensor sumsq = group_sumsq_cpu(g, A, C, B);
+  const bool none = reduction == static_cast<int64_t>(Reduction::NONE);
+  at::Tensor value = none ? at::empty({A, B}, sumsq.options()) : at::empty({}, sumsq.options());
+  at::Tensor scale = at::empty({A, B}, sumsq.options());
+  auto run = [&](auto* s) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(s)>>;
+    penalty_epilogue<T>(s, A * B, static_cast<PenaltyKind>(kind), center, one_sided,
+                        static_cast<Reduction>(reduction), gamma, batch, value.mutable_data_ptr<T>(),
+                        scale.mutable_data_ptr<T>());
+  };
+  if (sumsq.scalar_type() == at::kDouble) run(sumsq.const_data_ptr<double>());
+  else run(sumsq.const_data_ptr<float>());
+  return {value, scale};
+}
+
 }  // namespace fusedgan::cpu
 
 TORCH_LIBRARY_IMPL(fusedgan, CPU, m) {
   m.impl("group_sumsq", &fusedgan::cpu::group_sumsq_cpu);
   m.impl("group_scale_mul", &fusedgan::cpu::group_scale_mul_cpu);
+  m.impl("group_penalty", &fusedgan::cpu::group_penalty_cpu);
 }

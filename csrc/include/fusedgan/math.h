@@ -226,4 +226,22 @@ struct ScalarOps<double> {
   static FG_HD FG_INLINE double log1p_unit(double e) { return ::log1p(e); }
 };
 
+// ---------------------------------------------------------------------------------------------
+// Gradient penalty of one group (fusedgan::group_penalty), from its sum of squares s >= 0.
+//   per    = d^2 with d = ||g|| - center (relu(d) when one_sided)
+//   dscale = d per / d g / g = 2 d / ||g||, and 0 at s = 0 (g = 0: a zero gradient, no NaN)
+// NaN in s gives NaN; s = inf gives per = inf (as the reference) and a NaN dscale.
+// ---------------------------------------------------------------------------------------------
+enum class PenaltyKind : int { GP = 0, R1 = 1 };
+
+template <class T>
+FG_HD FG_INLINE void gp_group(T s, T center, bool one_sided, T& per, T& dscale) {
+  const T norm = sqrt(s);
+  const T inv = s > T(0) ? T(1) / norm : T(0);
+  T d = norm - center;
+  if (one_sided && d < T(0)) d = T(0);
+  per = d * d;
+  dscale = T(2) * d * inv;
+}
+
 }  // namespace fusedgan
