@@ -14,7 +14,7 @@ import torch
 
 from . import backends, ops, reference
 from .autograd import LossTermsFunction, TermSpec, apply_loss_terms
-from .kinds import (DEFAULT_LABELS, LOGISTIC, RELATIVISTIC, Elem, Reduction, Term, is_relativistic,
+from .kinds import (DEFAULT_LABELS, KINDS, LOGISTIC, RELATIVISTIC, Elem, Reduction, Term, is_relativistic,
                     kind_spec, reduction_code)
 
 Tensor = torch.Tensor
@@ -265,6 +265,64 @@ def _stats(kind: str, sums: Tensor, real_idx, fake_idx, terms: list) -> dict:
     return _stats_dict(real, n_real, fake, n_fake, kind in LOGISTIC)
 
 
+# -- the fast path ---------------------------------------------------------------------------
+# The common call (plain tensors of one float dtype on one device, a non-relativistic kind, mean
+# or sum, labels given as numbers, no weights, a backend whose Function is in C++) is checked and
+# sent to the same operator with no general machinery: on a 64-element logit map the Python work
+# of the general path costs about as much as the kernel and the autograd engine together.  Any
+# other call, or a call the fast path would reject, takes the general path (which raises the
+# errors); tests/test_losses.py holds the two paths to the same results.
+
+_FAST_REDUCTIONS = {"mean": int(Reduction.MEAN), "sum": int(Reduction.SUM)}
+_FAST_DTYPES = frozenset(_FLOAT_DTYPES)
+
+
+def _fast_label(term: Term, value, name: str):
+    """The label value of ``term`` given the user's ``value``, or None when the general path must
+    decide (a tensor, a bool, or a number the kind does not accept)."""
+    if type(value) is not float and type(value) is not int:
+        return None
+    if isinstance(term.label, str):
+        return float(value)
+    return term.label if value == DEFAULT_LABELS[name] else None
+
+
+def _fast_backend(x: Tensor, backend) -> Optional[str]:
+    if x.dtype not in _FAST_DTYPES:
+        return None
+    name = backends.resolve(x.device, backend)
+    return name if name in ops.NATIVE_AUTOGRAD_BACKENDS else None
+
+
+def _fast_d(real, fake, kind, reduction, real_label, fake_label, backend):
+    """The loss by the fast path, or None when the call needs the general one."""
+    spec = KINDS.get(kind) if type(kind) is str else None
+    red = _FAST_REDUCTIONS.get(reduction) if type(reduction) is str else None
+    if spec is None or red is None or type(real) is not torch.Tensor or type(fake) is not torch.Tensor:
+        return None
+    if real.dtype != fake.dtype or real.device != fake.device:
+        return None
+    lr = _fast_label(spec.d_real, real_label, "real_label")
+    lf = _fast_label(spec.d_fake, fake_label, "fake_label")
+    if lr is None or lf is None or _fast_backend(real, backend) is None:
+        return None
+    return torch.ops.fusedgan.gan_loss([real, fake], [None, None], [None, None],
+                                       [int(spec.d_real.elem), int(spec.d_fake.elem)], [lr, lf],
+                                       [float(spec.d_real.coef), float(spec.d_fake.coef)], red)[0]
+
+
+def _fast_g(fake, kind, reduction, target, backend):
+    spec = KINDS.get(kind) if type(kind) is str else None
+    red = _FAST_REDUCTIONS.get(reduction) if type(reduction) is str else None
+    if spec is None or red is None or type(fake) is not torch.Tensor:
+        return None
+    t = _fast_label(spec.g_fake, target, "target")
+    if t is None or _fast_backend(fake, backend) is None:
+        return None
+    return torch.ops.fusedgan.gan_loss([fake], [None], [None], [int(spec.g_fake.elem)], [t],
+                                       [float(spec.g_fake.coef)], red)[0]
+
+
 def discriminator_loss(
     real,
     fake,
@@ -298,6 +356,11 @@ def discriminator_loss(
     statistics (``STAT_KEYS``) computed in the same pass.  The result is ``loss``, or the tuple
     ``(loss, per_scale?, stats?)`` of what was asked for.
     """
+    if (real_weight is None and fake_weight is None and scale_weights is None and not return_per_scale
+            and not return_stats and scale_reduction == "mean"):
+        out = _fast_d(real, fake, kind, reduction, real_label, fake_label, backend)
+        if out is not None:
+            return out
     spec = kind_spec(kind)
     rel = is_relativistic(kind)
     red = reduction_code(reduction)
@@ -437,6 +500,10 @@ def generator_loss(
     of logits, one per scale, combined as in ``discriminator_loss`` (``scale_weights``,
     ``scale_reduction``, ``return_per_scale``).
     """
+    if weight is None and real is None and scale_weights is None and not return_per_scale and scale_reduction == "mean":
+        out = _fast_g(fake, kind, reduction, target, backend)
+        if out is not None:
+            return out
     spec = kind_spec(kind)
     rel = is_relativistic(kind)
     red = reduction_code(reduction)
