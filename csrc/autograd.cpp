@@ -23,6 +23,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/buffer_pool.h"
 #include "fusedgan/math.h"
 
 namespace fusedgan {
@@ -133,7 +134,14 @@ struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
     if (!exact) {
       for (int64_t i = 0; i < n; ++i) {
         const Tensor& g_out = grad_outputs[none ? i : 0];
-        if (need[i] && g_out.defined()) grads[i] = at::mul(saved[i], g_out);
+        if (!need[i] || !g_out.defined()) continue;
+        if (saved[i].is_cpu() && g_out.is_cpu()) {
+          // The gradient is as large as the logits: a pooled buffer (warm, mapped pages).
+          Tensor out = cpu::pooled_empty(saved[i].sizes(), saved[i].options());
+          grads[i] = at::mul_out(out, saved[i], g_out);
+        } else {
+          grads[i] = at::mul(saved[i], g_out);
+        }
       }
       return grads;
     }

@@ -14,7 +14,7 @@ namespace {
 
 constexpr int64_t kMinBytes = int64_t(1) << 20;    // smaller buffers come from the allocator
 constexpr int64_t kMaxBytes = int64_t(1) << 30;    // the most the pool keeps alive
-constexpr size_t kMaxEntries = 4;
+constexpr size_t kMaxEntries = 8;
 
 bool pool_enabled() {
   static const bool on = [] {

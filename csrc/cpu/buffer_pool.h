@@ -1,4 +1,4 @@
-// Reuse of large CPU output buffers (the gradients of the penalty operators).
+// Reuse of large CPU output buffers: the gradients of the loss and penalty operators.
 //
 // A [64,3,128,128] float32 gradient is 12.6 MB: glibc serves it with mmap (or trims it back to
 // the OS when it is freed), so every step writes freshly faulted-in, zero-filled pages, and that

@@ -16,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "buffer_pool.h"
 #include "fusedgan/math.h"
 #include "fusedgan/ops.h"
 #include "loss_terms_cpu.h"
@@ -153,7 +154,7 @@ LossTermsOut loss_terms_impl(
     a.grad_scale = red == Reduction::MEAN ? coefs[i] / static_cast<double>(a.n) : coefs[i];
     const auto opts = x.options();
     if (need_grad.get(i)) {
-      grads[i] = at::empty(x.sizes(), opts);
+      grads[i] = pooled_empty(x.sizes(), opts);  // warm, mapped pages (buffer_pool.h)
       a.grad = grads[i].mutable_data_ptr();
     } else {
       grads[i] = at::empty({0}, opts);

@@ -194,8 +194,13 @@ at::Tensor group_scale_mul_cpu(const at::Tensor& g, const at::Tensor& scale,
   return out;
 }
 
-// The penalty from the per-group sums of squares (fusedgan::group_penalty, docs/operators.md):
-// a scalar loop over the A * B groups, sums in double in a fixed order.
+// Groups per task of the penalty epilogue: fixed, so the partial sums (and the bits) do not
+// depend on the thread count.
+constexpr int64_t kGroupGrain = 4096;
+
+// The penalty from the per-group sums of squares (fusedgan::group_penalty, docs/operators.md).
+// The pixel norm has a group per pixel (a million for [64, 3, 128, 128]), so the loop runs in
+// tasks of kGroupGrain groups, each leaving a double partial sum; the partials are added in order.
 template <class T>
 void penalty_epilogue(const T* sumsq, int64_t groups, PenaltyKind kind, double center, bool one_sided,
                       Reduction reduction, double gamma, int64_t batch, T* value, T* scale) {
@@ -205,21 +210,29 @@ void penalty_epilogue(const T* sumsq, int64_t groups, PenaltyKind kind, double c
     if (groups) scale[0] = static_cast<T>(gamma / static_cast<double>(batch));
     return;
   }
-  const T c = static_cast<T>(center);
+  const bool none = reduction == Reduction::NONE;
+  // MEAN: the scale of every group divided by the number of groups.
+  const double mul = reduction == Reduction::MEAN
+                         ? static_cast<double>(static_cast<T>(1.0 / static_cast<double>(groups)))
+                         : 1.0;
+  const Dtype acc = std::is_same_v<T, double> ? Dtype::F64 : Dtype::F32;
+  const PenaltyKernels& k = kernels();
+  const int64_t ntask = (groups + kGroupGrain - 1) / kGroupGrain;
+  std::vector<double> part(none ? 0 : ntask);
+  at::parallel_for(0, ntask, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> buf(none ? 0 : kGroupGrain);  // per-group values, summed and dropped
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i0 = t * kGroupGrain, cnt = std::min(groups - i0, kGroupGrain);
+      T* per = none ? value + i0 : buf.data();
+      const double total = k.gp_epilogue(sumsq + i0, cnt, center, one_sided, mul, per, scale + i0, acc);
+      if (!none) part[t] = total;
+    }
+  });
+  if (none) return;
   double total = 0.0;
-  for (int64_t i = 0; i < groups; ++i) {
-    T per, dscale;
-    gp_group<T>(sumsq[i], c, one_sided, per, dscale);
-    if (reduction == Reduction::NONE) value[i] = per;
-    else total += static_cast<double>(per);
-    scale[i] = dscale;
-  }
-  if (reduction == Reduction::SUM) value[0] = static_cast<T>(total);
-  if (reduction == Reduction::MEAN) {
-    value[0] = static_cast<T>(total / static_cast<double>(groups));  // NaN for no groups, as mean()
-    const T inv = static_cast<T>(1.0 / static_cast<double>(groups));
-    for (int64_t i = 0; i < groups; ++i) scale[i] *= inv;
-  }
+  for (double p : part) total += p;
+  // MEAN over no groups is 0 / 0 = NaN, as torch's mean().
+  value[0] = static_cast<T>(reduction == Reduction::SUM ? total : total / static_cast<double>(groups));
 }
 
 std::tuple<at::Tensor, at::Tensor> group_penalty_cpu(const at::Tensor& g, int64_t A, int64_t C,

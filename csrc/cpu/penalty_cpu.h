@@ -21,6 +21,11 @@ struct PenaltyKernels {
   void (*scale)(const void* g, void* out, int64_t n, double f, Dtype dt);
   // out[i] = (s[i] * go) * g[i]; s: acc type, go rounded to acc.
   void (*scale_cols)(const void* g, void* out, int64_t n, const void* s, double go, Dtype dt);
+  // The gradient penalty of n groups from their sums of squares s (gp_group of math.h):
+  // per[i] = d^2 and scale[i] = 2 d / ||g|| * mul; returns sum(per) in double.  s, per, scale:
+  // acc type, acc = F32 (float) or F64 (double).
+  double (*gp_epilogue)(const void* s, int64_t n, double center, bool one_sided, double mul,
+                        void* per, void* scale, Dtype acc);
 };
 
 namespace DEFAULT {

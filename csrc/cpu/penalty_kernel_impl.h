@@ -10,6 +10,7 @@
 
 #include <algorithm>
 
+#include "fusedgan/math.h"
 #include "penalty_cpu.h"
 #include "vec_io.h"
 
@@ -103,6 +104,48 @@ void scale_cols_t(const S* g, S* out, int64_t n, const acc_t<S>* s, acc_t<S> go)
   }
 }
 
+// gp_group (math.h) over n groups: per[i] and scale[i] = dscale * mul; returns the sum of per in
+// double (four accumulators, a fixed order).  T is the acc type (float or double).
+template <class T>
+double gp_epilogue_t(const T* s, int64_t n, T center, bool one_sided, T mul, T* per, T* scale) {
+  using V = at::vec::Vectorized<T>;
+  constexpr int64_t W = V::size();
+  const V c(center), zero(T(0)), one(T(1)), two(T(2)), m(mul);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {  // the same operations, in the same order, as gp_group
+    const V sv = V::loadu(s + i);
+    const V norm = sv.sqrt();
+    const V inv = V::blendv(zero, one / norm, sv > zero);
+    V d = norm - c;
+    if (one_sided) d = at::vec::maximum(d, zero);
+    (d * d).store(per + i);
+    (two * d * inv * m).store(scale + i);
+  }
+  for (; i < n; ++i) {
+    T p, ds;
+    gp_group<T>(s[i], center, one_sided, p, ds);
+    per[i] = p;
+    scale[i] = ds * mul;
+  }
+  double acc[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    for (int k = 0; k < 4; ++k) acc[k] += static_cast<double>(per[j + k]);
+  }
+  for (; j < n; ++j) acc[0] += static_cast<double>(per[j]);
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+double gp_epilogue(const void* s, int64_t n, double center, bool one_sided, double mul, void* per,
+                   void* scale, Dtype acc) {
+  if (acc == Dtype::F64) {
+    return gp_epilogue_t<double>(static_cast<const double*>(s), n, center, one_sided, mul,
+                                 static_cast<double*>(per), static_cast<double*>(scale));
+  }
+  return gp_epilogue_t<float>(static_cast<const float*>(s), n, static_cast<float>(center), one_sided,
+                              static_cast<float>(mul), static_cast<float*>(per), static_cast<float*>(scale));
+}
+
 // Dtype switch: f<S>() for the storage type of dt.
 template <class F>
 decltype(auto) with_dtype(Dtype dt, F&& f) {
@@ -146,6 +189,6 @@ void scale_cols(const void* g, void* out, int64_t n, const void* sc, double go, 
 
 }  // namespace
 
-extern const PenaltyKernels kPenaltyKernels{&sumsq, &sumsq_cols, &scale, &scale_cols};
+extern const PenaltyKernels kPenaltyKernels{&sumsq, &sumsq_cols, &scale, &scale_cols, &gp_epilogue};
 
 }  // namespace fusedgan::cpu::CPU_CAPABILITY
