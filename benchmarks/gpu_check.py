@@ -9,7 +9,9 @@ On a machine with a CUDA GPU it
 3. runs the benchmark sweep of ``benchmarks/sweep.py`` (fused triton / fused cuda / eager /
    torch.compile; every kind's D and G loss, forward + backward; 2^6..2^26 elements; fp32 and bf16;
    CUDA-event median timing, profiler launch counts, peak memory, bandwidth vs a measured copy);
-4. writes ``<out>/gpu_<gpu-name>.json`` and ``.md`` (plus the test log).
+4. writes ``<out>/gpu_<gpu-name>.json`` and ``.md`` (plus the test log);
+5. in the time left, runs ``benchmarks/penalty_sweep.py`` (gradient_penalty and r1_penalty at
+   ``[64,3,128,128]`` and ``[64,3,256,256]``, fp32 and bf16) into ``<out>/penalties_<gpu>.{json,md}``.
 
 The whole run is budgeted to fit a 10-minute command on an H100 (``--budget-s``): the sweep
 drops the largest sizes for the extra kinds if time runs short.  ``--skip-build`` /
@@ -85,6 +87,14 @@ def main(argv=None):
     res["backends"] = fg.available_backends("cuda")
     res["wall_s"] = time.time() - t0
     print("wrote", *sweep.write(res, a.out, "gpu"))
+
+    # The penalties (benchmarks/penalty_sweep.py) in the time that is left, smallest plan first.
+    import penalty_sweep
+
+    if time.time() + 60 < deadline:
+        shapes = "64x3x128x128,64x3x256x256" if time.time() + 150 < deadline else "64x3x128x128"
+        penalty_sweep.main(["--device", "cuda", "--shapes", shapes, "--dtypes", "fp32,bf16",
+                            "--rounds", "9", "--out", a.out])
 
 
 if __name__ == "__main__":

@@ -66,3 +66,16 @@ def test_penalty_fwd_bwd(benchmark, name, shape, dtype, provider):
 
     benchmark(run)
     assert g.grad is not None and g.grad.shape == g.shape
+
+
+def test_penalty_sweep_script_runs():
+    """benchmarks/penalty_sweep.py end to end on tiny shapes (timings are not checked)."""
+    import penalty_sweep
+
+    res = penalty_sweep.main(["--device", DEVICE, "--quick", "--dtypes", "fp32",
+                              "--penalties", "gradient_penalty,r1_penalty"])
+    assert [r["penalty"] for r in res["rows"]] == ["gradient_penalty", "r1_penalty"]
+    for row in res["rows"]:
+        assert set(row["ms"]) >= {"eager", "compile"} and len(row["ms"]) >= 3
+        assert all(v["median"] > 0 for v in row["ratios"].values())
+    assert "| provider | ms |" in penalty_sweep.markdown(res)
