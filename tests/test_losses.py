@@ -155,6 +155,27 @@ def test_large_odd_size(backend, kind):
     torch.testing.assert_close(f.grad.double(), f64.grad, rtol=2e-6, atol=1e-30)
 
 
+@pytest.mark.skipif("cpu" not in fused_backends("cpu"), reason="fusedgan._C is not built")
+@pytest.mark.parametrize("kind,side", [("wgan", "D"), ("wgan", "G"), ("hinge", "G")])
+def test_cpu_linear_means_survive_cancellation(kind, side):
+    """Means over +-1e4 logits cancel 10^7-fold; the CPU kernel's compensated sum keeps 1e-6."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(1 << 20, generator=gen, dtype=torch.float64) * 3
+    x[torch.randperm(x.numel(), generator=gen)[:2000]] = 1e4
+    x[torch.randperm(x.numel(), generator=gen)[:2000]] = -1e4
+    y = torch.randn(1 << 19, generator=gen, dtype=torch.float64) * 3
+    args = (x.float(), y.float()) if side == "D" else (x.float(),)
+    args64 = (x, y) if side == "D" else (x,)
+    fn = fg.discriminator_loss if side == "D" else fg.generator_loss
+    out = float(fn(*args, kind, backend="cpu"))
+    ref = float(fn(*args64, kind, backend="reference"))
+    assert abs(out - ref) <= 1e-6 * abs(ref), (out, ref)
+    # An infinite logit still gives an infinite mean, never the NaN of inf - inf in the compensation.
+    z = x.float().clone()
+    z[5] = float("inf")
+    assert fg.generator_loss(z, "wgan", backend="cpu").item() == -float("inf")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_confident_predictions(backend):
     """Saturated logits: BCE gradients stay relative-accurate (sigmoid(x)-1 computed as -sigmoid(-x))."""
