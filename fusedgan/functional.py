@@ -209,9 +209,7 @@ def _rel_logit(which: str, r: Tensor, f: Tensor, mr: Tensor, mf: Tensor) -> Tens
 def _rel_terms(kind: str, rows, r: Tensor, f: Tensor, fname: str, weights=(None, None)) -> list:
     """Operator terms of a relativistic kind on one scale: the relativistic logits are formed
     here, in the acc dtype (autograd carries the means' gradient), and read once by the kernel."""
-    if kind == "rsgan" and r.shape != f.shape:
-        raise ValueError(f"{fname}: rsgan pairs real and fake logits elementwise, so their shapes must "
-                         f"be equal; got real {tuple(r.shape)} and fake {tuple(f.shape)}")
+    _rel_check(kind, r, f, fname)
     acc = _acc(r.dtype)
     r, f = r.to(acc), f.to(acc)
     mr = r.mean() if kind != "rsgan" else None
@@ -221,6 +219,43 @@ def _rel_terms(kind: str, rows, r: Tensor, f: Tensor, fname: str, weights=(None,
         x = _rel_logit(row.logit, r, f, mr, mf)
         out.append(_T(x, None, float(row.label), None if w is None else w.to(acc), int(row.elem), float(row.coef)))
     return out
+
+
+_REL_LOGIT_CODES = {"r-mf": 0, "f-mr": 1, "r-f": 2, "f-r": 3}
+
+
+def _use_rel_op(rel: bool, backend: str, red: Reduction, stats: bool) -> bool:
+    """Relativistic kinds on a C++ autograd backend go through ``fusedgan::rel_gan_loss``: the
+    means, the relativistic logits and the gradient through the means inside one operator."""
+    return rel and ops.HAS_REL_GAN_LOSS and backend in ops.NATIVE_AUTOGRAD_BACKENDS and \
+        red != Reduction.NONE and not stats
+
+
+def _rel_check(kind: str, r: Tensor, f: Tensor, fname: str) -> None:
+    if kind == "rsgan" and r.shape != f.shape:
+        raise ValueError(f"{fname}: rsgan pairs real and fake logits elementwise, so their shapes must "
+                         f"be equal; got real {tuple(r.shape)} and fake {tuple(f.shape)}")
+
+
+def _rel_op_terms(args: dict, s: int, rows, weights, factor: float) -> None:
+    """Append scale ``s``'s terms (``rows`` of a RelKind side) to the operator's argument lists."""
+    for row, w in zip(rows, weights):
+        args["weights"].append(w)
+        args["scales"].append(s)
+        args["logits"].append(_REL_LOGIT_CODES[row.logit])
+        args["elems"].append(int(row.elem))
+        args["label_values"].append(float(row.label))
+        args["coefs"].append(float(row.coef) * factor)
+
+
+def _rel_op_args() -> dict:
+    return {k: [] for k in ("weights", "scales", "logits", "elems", "label_values", "coefs")}
+
+
+def _rel_op(reals, fakes, args: dict, red: Reduction):
+    a = args
+    return torch.ops.fusedgan.rel_gan_loss(list(reals), list(fakes), a["weights"], a["scales"], a["logits"],
+                                           a["elems"], a["label_values"], a["coefs"], int(red))
 
 
 def _run(backend: str, terms: list, reduction: Reduction, stats: bool = False):
@@ -398,6 +433,8 @@ def discriminator_loss(
 
     # Arguments are checked (and the terms built) whichever backend runs.
     terms, real_idx, fake_idx = [], [], []
+    rel_op = _use_rel_op(rel, name, red, return_stats)
+    rel_args = _rel_op_args()
     for s, (r, f, c) in enumerate(zip(reals, fakes, factors)):
         if rel:
             ws = (real_weight, fake_weight)
@@ -405,6 +442,10 @@ def discriminator_loss(
                 ws = (_weight(real_weight, "real_weight", r, rnames[s]), ws[1])
             if fake_weight is not None:
                 ws = (ws[0], _weight(fake_weight, "fake_weight", f, fnames[s]))
+            if rel_op:
+                _rel_check(kind, r, f, fnames[s])
+                _rel_op_terms(rel_args, s, spec.d, ws, c)
+                continue
             st = _rel_terms(kind, spec.d, r, f, fnames[s], ws)
         else:
             r_c, f_c = r.to(dtype), f.to(dtype)
@@ -463,7 +504,7 @@ def discriminator_loss(
             extras.append(_stats_dict(real_sums, n_real, fake_sums, n_fake, kind in LOGISTIC))
         return (loss, *extras) if extras else loss
 
-    out = _run(name, terms, red, stats=return_stats)
+    out = _rel_op(reals, fakes, rel_args, red) if rel_op else _run(name, terms, red, stats=return_stats)
     if red == Reduction.NONE:
         values = [v.to(dtype) for v in out[:-1]]  # relativistic logits ran in the acc dtype
         return values[0] if kind == "rsgan" else tuple(values)
@@ -542,11 +583,14 @@ def generator_loss(
     simple = not (is_list or rel or return_per_scale)
 
     terms = []
+    rel_op = _use_rel_op(rel, name, red, False)
+    rel_args = _rel_op_args()
     for s, (f, c) in enumerate(zip(fakes, factors)):
         if rel:
-            if kind == "rsgan" and reals[s].shape != f.shape:
-                raise ValueError(f"{fnames[s]}: rsgan pairs real and fake logits elementwise, so their "
-                                 f"shapes must be equal; got real {tuple(reals[s].shape)} and fake {tuple(f.shape)}")
+            _rel_check(kind, reals[s], f, fnames[s])
+            if rel_op:
+                _rel_op_terms(rel_args, s, spec.g, [None] * len(spec.g), c)
+                continue
             st = _rel_terms(kind, spec.g, reals[s], f, fnames[s])
         else:
             f_c = f.to(dtype)
@@ -570,7 +614,7 @@ def generator_loss(
             loss = loss + p
         return (loss, torch.stack([p.detach() for p in per])) if return_per_scale else loss
 
-    out = _run(name, terms, red)
+    out = _rel_op(reals, fakes, rel_args, red) if rel_op else _run(name, terms, red)
     if red == Reduction.NONE:
         values = [v.to(dtype) for v in out[:-1]]  # relativistic logits ran in the acc dtype
         if rel and kind != "rsgan":

@@ -206,3 +206,72 @@ if HAS_GAN_LOSS:
     _lib.define(_EXACT_BACKWARD_SCHEMA)
     _lib.impl("loss_terms_exact_backward", exact_backward, "CompositeImplicitAutograd")
     torch.library.register_fake("fusedgan::gan_loss")(gan_loss_fake)
+
+
+# -- fusedgan::rel_gan_loss (csrc/relativistic.cpp): the relativistic kinds in one operator ------
+
+_REL_EXACT_BACKWARD_SCHEMA = (
+    "rel_gan_loss_exact_backward(Tensor[] reals, Tensor[] fakes, Tensor?[] weights, int[] scales, "
+    "int[] logits, int[] elems, float[] label_values, float[] coefs, int reduction, Tensor grad_output, "
+    "bool[] wanted) -> Tensor[]"
+)
+
+
+def rel_logits(reals, fakes, scales, logits):
+    """The relativistic logit of every term (r - mf, f - mr, r - f, f - r) in the acc dtype."""
+    acc = _acc_dtype(reals[0].dtype)
+    r = [x.to(acc) for x in reals]
+    f = [x.to(acc) for x in fakes]
+    make = (lambda s: r[s] - f[s].mean(), lambda s: f[s] - r[s].mean(), lambda s: r[s] - f[s],
+            lambda s: f[s] - r[s])
+    return [make[code](s) for s, code in zip(scales, logits)]
+
+
+def rel_exact_backward(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
+                       grad_output, wanted):
+    """Gradients of rel_gan_loss's total for the given tensors (reals, fakes, present weights), by
+    differentiating the reference formulas: exact to every order."""
+    create_graph = torch.is_grad_enabled()
+    given = [*reals, *fakes, *[w for w in weights if w is not None]]
+    with torch.enable_grad():
+        alias = [t.view_as(t) if t.requires_grad else t.detach().requires_grad_(bool(w)) for t, w in zip(given, wanted)]
+        S = len(reals)
+        it = iter(alias[2 * S:])
+        ws = [None if w is None else next(it) for w in weights]
+        acc = _acc_dtype(reals[0].dtype)
+        xs = rel_logits(alias[:S], alias[S:2 * S], scales, logits)
+        total, _, _ = reference.loss_terms(xs, [None] * len(xs), [None if w is None else w.to(acc) for w in ws],
+                                           elems, label_values, coefs, reduction)
+        targets = [a for a, w in zip(alias, wanted) if w]
+        got = iter(torch.autograd.grad(total, targets, grad_output, create_graph=create_graph, allow_unused=True)
+                   if targets else [])
+    out = []
+    for t, w in zip(given, wanted):
+        if not w:
+            out.append(t.new_empty((0,)))
+            continue
+        g = next(got)
+        out.append(torch.zeros_like(t) if g is None else g.to(t.dtype))
+    return out
+
+
+def rel_gan_loss_fake(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction):
+    acc = _acc_dtype(reals[0].dtype)
+    return [reals[0].new_empty((), dtype=acc), reals[0].new_empty((len(scales),), dtype=acc)]
+
+
+def _has_rel_gan_loss() -> bool:
+    if _ext._C is None:
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("fusedgan::rel_gan_loss", "Autograd")
+    except RuntimeError:
+        return False
+
+
+HAS_REL_GAN_LOSS = _has_rel_gan_loss()
+if HAS_REL_GAN_LOSS:
+    _rel_lib = torch.library.Library("fusedgan", "FRAGMENT")
+    _rel_lib.define(_REL_EXACT_BACKWARD_SCHEMA)
+    _rel_lib.impl("rel_gan_loss_exact_backward", rel_exact_backward, "CompositeImplicitAutograd")
+    torch.library.register_fake("fusedgan::rel_gan_loss")(rel_gan_loss_fake)

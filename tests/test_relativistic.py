@@ -125,12 +125,70 @@ def test_reductions(kind, side, reduction, backend):
 @pytest.mark.parametrize("backend", fused_backends())
 @pytest.mark.parametrize("kind", REL)
 def test_one_fused_operator_call(kind, backend):
-    """Both sides run exactly the fused operator (the means and shifts are plain torch ops)."""
+    """Each side is one fusedgan::rel_gan_loss call (C++ autograd backends: the means, shifts and
+    the gradient through the means inside it) running one loss_terms kernel; on Triton the means
+    and shifts are plain torch ops around one fused call."""
     r = torch.randn(8, requires_grad=True)
     f = torch.randn(8, requires_grad=True)
     ops = ran_ops(lambda: (fg.discriminator_loss(r, f, kind, backend=backend)
                            + fg.generator_loss(f, kind, real=r, backend=backend)).backward())
-    assert ops == {"fusedgan::loss_terms"}
+    if backend in ("cpu", "cuda"):
+        assert ops == {"fusedgan::rel_gan_loss", "fusedgan::loss_terms"}
+        assert "fusedgan::rel_gan_loss_exact_backward" not in ops
+    else:
+        assert ops == {"fusedgan::loss_terms"}
+
+
+NATIVE = [b for b in fused_backends() if b in ("cpu", "cuda")]
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+@pytest.mark.parametrize("kind", REL)
+def test_rel_operator_gradcheck_multiscale_weights(kind, backend):
+    """fusedgan::rel_gan_loss in float64: two scales of different sizes, weights, sum reduction;
+    gradcheck (first order: the saved gradients) and gradgradcheck (the exact backward)."""
+    shapes = [((6,), (6,)), ((2, 3, 2), (2, 3, 2))] if kind == "rsgan" else [((6,), (4,)), ((2, 3, 2), (5,))]
+    xs = [logits(s, torch.float64, seed=i).requires_grad_(True) for i, pair in enumerate(shapes) for s in pair]
+    w = None if kind == "rsgan" else torch.rand(6, dtype=torch.float64)
+
+    def d(*t):
+        reals, fakes = list(t[0::2]), list(t[1::2])
+        return fg.discriminator_loss(reals, fakes, kind, reduction="sum", scale_weights=[0.7, 1.3], backend=backend)
+
+    def g(*t):
+        reals, fakes = list(t[0::2]), list(t[1::2])
+        return fg.generator_loss(fakes, kind, real=reals, scale_reduction="sum", backend=backend)
+
+    torch.autograd.gradcheck(d, xs)
+    torch.autograd.gradcheck(g, xs)
+    torch.autograd.gradgradcheck(d, xs)
+    if w is not None:  # elementwise weights on the single-scale call, against the reference
+        r, f = xs[0].detach().requires_grad_(True), xs[1].detach().requires_grad_(True)
+        out = fg.discriminator_loss(r, f, kind, real_weight=w, fake_weight=w[:4], backend=backend)
+        ref = fg.discriminator_loss(r.detach(), f.detach(), kind, real_weight=w, fake_weight=w[:4],
+                                    backend="reference")
+        torch.testing.assert_close(out.detach(), ref)
+        torch.autograd.gradcheck(lambda a, b: fg.discriminator_loss(a, b, kind, real_weight=w, fake_weight=w[:4],
+                                                                    backend=backend), (r, f))
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+def test_rel_operator_weight_gradient_is_exact(backend):
+    """A weight that needs a gradient sends backward through the reference (exact, every order)."""
+    r = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    f = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(5, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda a, b, c: fg.discriminator_loss(a, b, "ragan", real_weight=c, backend=backend),
+                             (r, f, w))
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+def test_rel_operator_opcheck(backend):
+    r = torch.randn(6, requires_grad=True)
+    f = torch.randn(4, requires_grad=True)
+    args = ([r], [f], [None, None], [0, 0], [0, 1], [0, 0], [1.0, 0.0], [1.0, 1.0], 1)
+    torch.library.opcheck(torch.ops.fusedgan.rel_gan_loss, args,
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -182,3 +240,22 @@ def test_gan_loss_module_relativistic(kind, backend):
         loss.generator(f)
     with pytest.raises(TypeError, match="real"):
         fg.nn.GANLoss(kind, real=r)  # the real logits are a call argument, not an option
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+def test_rel_operator_compiles_fullgraph(backend):
+    """A D + G step of a relativistic kind under torch.compile(fullgraph=True), two sizes (dynamic)."""
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def step(r, f):
+        return (fg.discriminator_loss(r, f, "ragan", backend=backend)
+                + fg.generator_loss(f, "ragan", real=r, backend=backend))
+
+    for n_r, n_f in ((6, 4), (9, 7)):
+        r = torch.randn(n_r, dtype=torch.float64, requires_grad=True)
+        f = torch.randn(n_f, dtype=torch.float64, requires_grad=True)
+        step(r, f).backward()
+        r2, f2 = r.detach().clone().requires_grad_(True), f.detach().clone().requires_grad_(True)
+        (fg.discriminator_loss(r2, f2, "ragan", backend="reference")
+         + fg.generator_loss(f2, "ragan", real=r2, backend="reference")).backward()
+        torch.testing.assert_close(r.grad, r2.grad)
+        torch.testing.assert_close(f.grad, f2.grad)

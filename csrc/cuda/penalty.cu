@@ -18,6 +18,7 @@
 #include <algorithm>
 
 #include "common.cuh"
+#include "fusedgan/penalty.h"
 
 namespace fusedgan::cuda {
 namespace {
@@ -228,4 +229,7 @@ at::Tensor group_scale_mul_cuda(const at::Tensor& g_in, const at::Tensor& scale_
 TORCH_LIBRARY_IMPL(fusedgan, CUDA, m) {
   m.impl("group_sumsq", &fusedgan::cuda::group_sumsq_cuda);
   m.impl("group_scale_mul", &fusedgan::cuda::group_scale_mul_cuda);
+  // group_sumsq above, then the penalty of math.h's gp_group as tensor operations on the device
+  // (csrc/penalty.cpp): a few tiny kernels on [A, B], no host synchronisation.
+  m.impl("group_penalty", &fusedgan::group_penalty_composite);
 }

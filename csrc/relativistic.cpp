@@ -1,0 +1,299 @@
+// fusedgan::rel_gan_loss: the relativistic kinds (rsgan, ragan, ralsgan, rahinge), with the means
+// mr = E r and mf = E f computed inside the operator and differentiated through, in C++.
+//
+//   rel_gan_loss(Tensor[] reals, Tensor[] fakes, Tensor?[] weights, int[] scales, int[] logits,
+//                int[] elems, float[] label_values, float[] coefs, int reduction) -> Tensor[]
+//
+// Scale s holds reals[s] and fakes[s] (any sizes; equal for rsgan).  Term t reads scale scales[t]
+// and the relativistic logit logits[t]: 0 = r - mf, 1 = f - mr, 2 = r - f, 3 = f - r; then it is
+// coefs[t] * reduce(w_t * elem_t(logit, label_values[t])) as in fusedgan::loss_terms, with
+// weights[t] (optional) shaped like the term's logit.  Reduction MEAN or SUM.  Returns
+// [total, terms] (terms not differentiable), both in the acc dtype.
+//
+// Forward: the means (one reduction per tensor), the relativistic logits, and ONE
+// fusedgan::loss_terms call over every term of every scale, which returns each term's gradient G_t
+// with respect to its logit.  The gradient through the means is added here: for a term on
+// r - mf, d/dr = G_t and d/df_j = -sum(G_t) / N_f for every j (mf = mean f); symmetrically for
+// f - mr; for r - f, d/dr = G_t and d/df = -G_t.  Those full gradients are saved (in the inputs'
+// dtypes) and backward multiplies them by grad_output, as gan_loss does.  With grad mode on in
+// backward (create_graph=True), or when a weight needs a gradient, backward calls
+// fusedgan::rel_gan_loss_exact_backward, a Python operator that differentiates the reference.
+#include <ATen/TensorOperators.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/zeros.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "fusedgan/math.h"
+
+namespace fusedgan {
+namespace {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using OptList = c10::List<std::optional<Tensor>>;
+
+using LossTermsFn = std::tuple<Tensor, Tensor, std::vector<Tensor>, std::vector<Tensor>>(
+    at::TensorList, const OptList&, const OptList&, at::IntArrayRef, at::ArrayRef<double>,
+    at::ArrayRef<double>, int64_t, const c10::List<bool>&);
+using ExactFn = std::vector<Tensor>(at::TensorList, at::TensorList, const OptList&, at::IntArrayRef,
+                                    at::IntArrayRef, at::IntArrayRef, at::ArrayRef<double>,
+                                    at::ArrayRef<double>, int64_t, const Tensor&, const c10::List<bool>&);
+
+enum Logit : int64_t { R_MINUS_MF = 0, F_MINUS_MR = 1, R_MINUS_F = 2, F_MINUS_R = 3 };
+
+void check_args(at::TensorList reals, at::TensorList fakes, const OptList& weights,
+                at::IntArrayRef scales, at::IntArrayRef logits, at::IntArrayRef elems,
+                at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction) {
+  const char* op = "fusedgan::rel_gan_loss";
+  TORCH_CHECK(!reals.empty() && reals.size() == fakes.size(), op,
+              ": needs one or more scales, the same number of reals and fakes");
+  const size_t T = scales.size();
+  TORCH_CHECK(T > 0 && logits.size() == T && elems.size() == T && label_values.size() == T &&
+                  coefs.size() == T && weights.size() == T,
+              op, ": scales, logits, elems, label_values, coefs and weights need one entry per term");
+  TORCH_CHECK(reduction == static_cast<int64_t>(Reduction::MEAN) ||
+                  reduction == static_cast<int64_t>(Reduction::SUM),
+              op, ": reduction must be MEAN (1) or SUM (2), got ", reduction);
+  for (size_t t = 0; t < T; ++t) {
+    TORCH_CHECK(scales[t] >= 0 && scales[t] < static_cast<int64_t>(reals.size()), op,
+                ": scales[", t, "] = ", scales[t], " is out of range");
+    TORCH_CHECK(logits[t] >= 0 && logits[t] <= 3, op, ": logits[", t, "] must be 0..3, got ", logits[t]);
+    if (logits[t] >= R_MINUS_F) {
+      TORCH_CHECK(reals[scales[t]].sym_sizes() == fakes[scales[t]].sym_sizes(), op,
+                  ": pairwise logits (r - f) need real and fake of equal shapes");
+    }
+  }
+}
+
+struct Forward {
+  Tensor total, terms;
+  std::vector<Tensor> grad_r, grad_f;  // full gradients (through the means), inputs' dtypes
+};
+
+Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& weights,
+                    at::IntArrayRef scales, at::IntArrayRef logits, at::IntArrayRef elems,
+                    at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction,
+                    bool want_grads) {
+  static const auto loss_terms = c10::Dispatcher::singleton()
+                                     .findSchemaOrThrow("fusedgan::loss_terms", "")
+                                     .typed<LossTermsFn>();
+  const size_t S = reals.size(), T = scales.size();
+  const at::ScalarType acc =
+      reals[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  std::vector<Tensor> r(S), f(S), mr(S), mf(S);
+  // (No .to() when the dtype is already right: an operator below autograd must not hand an
+  // input back as an output, and to() would.)
+  auto as_acc = [acc](const Tensor& t) { return t.scalar_type() == acc ? t : t.to(acc); };
+  for (size_t s = 0; s < S; ++s) {
+    r[s] = as_acc(reals[s]);
+    f[s] = as_acc(fakes[s]);
+  }
+  std::vector<Tensor> x(T);
+  for (size_t t = 0; t < T; ++t) {
+    const int64_t s = scales[t];
+    switch (logits[t]) {
+      case R_MINUS_MF:
+        if (!mf[s].defined()) mf[s] = f[s].mean();
+        x[t] = r[s] - mf[s];
+        break;
+      case F_MINUS_MR:
+        if (!mr[s].defined()) mr[s] = r[s].mean();
+        x[t] = f[s] - mr[s];
+        break;
+      case R_MINUS_F: x[t] = r[s] - f[s]; break;
+      default: x[t] = f[s] - r[s]; break;
+    }
+  }
+  OptList labels, w;
+  c10::List<bool> need;
+  for (size_t t = 0; t < T; ++t) {
+    labels.push_back(std::nullopt);
+    const std::optional<Tensor> wt = weights.get(t);
+    w.push_back(wt.has_value() && wt->defined() ? std::optional<Tensor>(as_acc(*wt)) : std::nullopt);
+    need.push_back(want_grads);
+  }
+  auto [total, terms, grads, values] =
+      loss_terms.call(x, labels, w, elems, label_values, coefs, reduction, need);
+  Forward out{total, terms, {}, {}};
+  if (!want_grads) return out;
+  std::vector<Tensor> gr(S), gf(S);
+  auto add = [](Tensor& acc_t, const Tensor& g) { acc_t = acc_t.defined() ? acc_t + g : g; };
+  for (size_t t = 0; t < T; ++t) {
+    const int64_t s = scales[t];
+    const Tensor& g = grads[t];
+    switch (logits[t]) {
+      case R_MINUS_MF:  // mf = mean f: every f_j gets -sum(g) / N_f
+        add(gr[s], g);
+        add(gf[s], g.sum().neg().div(c10::Scalar(f[s].sym_numel())));
+        break;
+      case F_MINUS_MR:
+        add(gf[s], g);
+        add(gr[s], g.sum().neg().div(c10::Scalar(r[s].sym_numel())));
+        break;
+      case R_MINUS_F:
+        add(gr[s], g);
+        add(gf[s], -g);
+        break;
+      default:
+        add(gf[s], g);
+        add(gr[s], -g);
+        break;
+    }
+  }
+  // In the input's shape (a 0-dim contribution alone still needs it) and dtype, contiguous.
+  auto finish = [](const Tensor& g, const Tensor& like, const Tensor& input) {
+    Tensor out = (g.defined() ? g : at::zeros({}, like.options())).expand_symint(input.sym_sizes());
+    return out.scalar_type() == input.scalar_type() ? out.contiguous() : out.to(input.scalar_type()).contiguous();
+  };
+  for (size_t s = 0; s < S; ++s) {
+    out.grad_r.push_back(finish(gr[s], r[s], reals[s]));
+    out.grad_f.push_back(finish(gf[s], f[s], fakes[s]));
+  }
+  return out;
+}
+
+// given = reals (S), fakes (S), then the weights that are present (present[t]).
+struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction> {
+  static variable_list forward(AutogradContext* ctx, at::TensorList given, int64_t S,
+                               std::vector<bool> present, std::vector<int64_t> scales,
+                               std::vector<int64_t> logits, std::vector<int64_t> elems,
+                               std::vector<double> label_values, std::vector<double> coefs,
+                               int64_t reduction) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const at::TensorList reals = given.slice(0, S), fakes = given.slice(S, S);
+    OptList weights;
+    size_t k = 2 * static_cast<size_t>(S);
+    bool aux_need_grad = false;
+    for (bool p : present) {
+      if (p) {
+        aux_need_grad = aux_need_grad || given[k].requires_grad();
+        weights.push_back(given[k++]);
+      } else {
+        weights.push_back(std::nullopt);
+      }
+    }
+    Forward fw = rel_forward(reals, fakes, weights, scales, logits, elems, label_values, coefs,
+                             reduction, /*want_grads=*/true);
+    std::vector<Tensor> saved(fw.grad_r.begin(), fw.grad_r.end());
+    saved.insert(saved.end(), fw.grad_f.begin(), fw.grad_f.end());
+    saved.insert(saved.end(), given.begin(), given.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["S"] = S;
+    c10::List<bool> present_list;
+    for (bool p : present) present_list.push_back(p);
+    ctx->saved_data["present"] = present_list;
+    ctx->saved_data["scales"] = scales;
+    ctx->saved_data["logits"] = logits;
+    ctx->saved_data["elems"] = elems;
+    ctx->saved_data["label_values"] = label_values;
+    ctx->saved_data["coefs"] = coefs;
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["aux_need_grad"] = aux_need_grad;
+    ctx->mark_non_differentiable({fw.terms});
+    return {fw.total, fw.terms};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const int64_t S = ctx->saved_data["S"].toInt();
+    const variable_list saved = ctx->get_saved_variables();
+    const size_t num_given = saved.size() - 2 * static_cast<size_t>(S);
+    variable_list grads(num_given + 8);
+    const Tensor& go = grad_outputs[0];
+    if (!go.defined()) return grads;
+    const bool exact = at::GradMode::is_enabled() || ctx->saved_data["aux_need_grad"].toBool();
+    if (!exact) {
+      for (int64_t i = 0; i < 2 * S; ++i) {
+        if (ctx->needs_input_grad(i)) grads[i] = at::mul(saved[i], go);
+      }
+      return grads;
+    }
+    static const auto exact_op = c10::Dispatcher::singleton()
+                                     .findSchemaOrThrow("fusedgan::rel_gan_loss_exact_backward", "")
+                                     .typed<ExactFn>();
+    const at::TensorList given(saved.data() + 2 * S, num_given);
+    OptList weights;
+    size_t k = 2 * static_cast<size_t>(S);
+    for (bool p : ctx->saved_data["present"].toBoolList()) {
+      weights.push_back(p ? std::optional<Tensor>(given[k++]) : std::nullopt);
+    }
+    c10::List<bool> wanted;
+    for (size_t i = 0; i < num_given; ++i) wanted.push_back(ctx->needs_input_grad(i));
+    auto exact_grads = exact_op.call(
+        given.slice(0, S), given.slice(S, S), weights, ctx->saved_data["scales"].toIntVector(),
+        ctx->saved_data["logits"].toIntVector(), ctx->saved_data["elems"].toIntVector(),
+        ctx->saved_data["label_values"].toDoubleVector(), ctx->saved_data["coefs"].toDoubleVector(),
+        ctx->saved_data["reduction"].toInt(), go, wanted);
+    for (size_t i = 0; i < num_given; ++i) {
+      if (wanted[i]) grads[i] = exact_grads[i];
+    }
+    return grads;
+  }
+};
+
+std::vector<Tensor> rel_gan_loss_autograd(at::TensorList reals, at::TensorList fakes,
+                                          const OptList& weights, at::IntArrayRef scales,
+                                          at::IntArrayRef logits, at::IntArrayRef elems,
+                                          at::ArrayRef<double> label_values,
+                                          at::ArrayRef<double> coefs, int64_t reduction) {
+  check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction);
+  bool any_grad = false;
+  for (const Tensor& x : reals) any_grad = any_grad || x.requires_grad();
+  for (const Tensor& x : fakes) any_grad = any_grad || x.requires_grad();
+  for (const auto& wt : weights) {
+    const std::optional<Tensor> opt = wt;
+    any_grad = any_grad || (opt.has_value() && opt->defined() && opt->requires_grad());
+  }
+  if (!at::GradMode::is_enabled() || !any_grad) {  // nothing to differentiate: no node
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    Forward fw = rel_forward(reals, fakes, weights, scales, logits, elems, label_values, coefs,
+                             reduction, /*want_grads=*/false);
+    return {fw.total, fw.terms};
+  }
+  std::vector<Tensor> given(reals.begin(), reals.end());
+  given.insert(given.end(), fakes.begin(), fakes.end());
+  std::vector<bool> present;
+  for (const auto& wt : weights) {
+    const std::optional<Tensor> opt = wt;
+    present.push_back(opt.has_value() && opt->defined());
+    if (present.back()) given.push_back(*opt);
+  }
+  return RelGanLossFunction::apply(at::TensorList(given), static_cast<int64_t>(reals.size()),
+                                   present, scales.vec(), logits.vec(), elems.vec(),
+                                   label_values.vec(), coefs.vec(), reduction);
+}
+
+// Below autograd: the loss only.
+std::vector<Tensor> rel_gan_loss_no_grad(at::TensorList reals, at::TensorList fakes,
+                                         const OptList& weights, at::IntArrayRef scales,
+                                         at::IntArrayRef logits, at::IntArrayRef elems,
+                                         at::ArrayRef<double> label_values,
+                                         at::ArrayRef<double> coefs, int64_t reduction) {
+  check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction);
+  Forward fw = rel_forward(reals, fakes, weights, scales, logits, elems, label_values, coefs,
+                           reduction, /*want_grads=*/false);
+  return {fw.total, fw.terms};
+}
+
+}  // namespace
+}  // namespace fusedgan
+
+TORCH_LIBRARY_FRAGMENT(fusedgan, m) {
+  m.def(
+      "rel_gan_loss(Tensor[] reals, Tensor[] fakes, Tensor?[] weights, int[] scales, int[] logits, "
+      "int[] elems, float[] label_values, float[] coefs, int reduction) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(fusedgan, Autograd, m) {
+  m.impl("rel_gan_loss", &fusedgan::rel_gan_loss_autograd);
+}
+
+TORCH_LIBRARY_IMPL(fusedgan, CompositeExplicitAutograd, m) {
+  m.impl("rel_gan_loss", &fusedgan::rel_gan_loss_no_grad);
+}
