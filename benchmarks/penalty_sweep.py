@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import fusedgan as fg  # noqa: E402
 from fusedgan import penalties, reference  # noqa: E402
+from sweep import device_name, slug  # noqa: E402  (benchmarks/sweep.py, beside this file)
 
 PENALTIES = {
     "gradient_penalty": (lambda g, b: penalties.gradient_penalty(g, backend=b), reference.gradient_penalty),
@@ -94,12 +94,6 @@ def measure(name: str, shape, dtype, device: str, rounds: int, reps: int) -> dic
     return row
 
 
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
 def markdown(result: dict) -> str:
     lines = [f"# Gradient penalties, forward + backward ({result['device_name']})", "",
              f"torch {result['torch']}, {result['rounds']} interleaved rounds of {result['reps']} steps; "
@@ -148,7 +142,7 @@ def main(argv=None) -> dict:
               "rounds": args.rounds, "reps": args.reps, "rows": rows}
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        tag = "cpu" if args.device == "cpu" else "".join(c if c.isalnum() else "_" for c in device_name("cuda")).lower()
+        tag = "cpu" if args.device == "cpu" else slug(device_name("cuda"))
         with open(os.path.join(args.out, f"penalties_{tag}.json"), "w") as f:
             json.dump(result, f, indent=1)
         with open(os.path.join(args.out, f"penalties_{tag}.md"), "w") as f:

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "cpu/buffer_pool.h"
+#include "fusedgan/loss_terms_call.h"
 #include "fusedgan/math.h"
 
 namespace fusedgan {
@@ -32,23 +33,12 @@ namespace {
 using at::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using OptList = c10::List<std::optional<Tensor>>;
-
-using LossTermsFn = std::tuple<Tensor, Tensor, std::vector<Tensor>, std::vector<Tensor>>(
-    at::TensorList, const OptList&, const OptList&, at::IntArrayRef, at::ArrayRef<double>,
-    at::ArrayRef<double>, int64_t, const c10::List<bool>&);
+using OptList = OptTensorList;
 
 using ExactBackwardFn = std::vector<Tensor>(at::TensorList, const OptList&, const OptList&,
                                             at::IntArrayRef, at::ArrayRef<double>,
                                             at::ArrayRef<double>, int64_t, const OptList&,
                                             const c10::List<bool>&);
-
-const c10::TypedOperatorHandle<LossTermsFn>& loss_terms_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fusedgan::loss_terms", "")
-                             .typed<LossTermsFn>();
-  return op;
-}
 
 OptList to_opt_list(at::ArrayRef<Tensor> tensors) {
   OptList out;

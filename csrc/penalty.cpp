@@ -71,13 +71,17 @@ const c10::TypedOperatorHandle<PenaltyFn>& penalty_op() {
 
 }  // namespace
 
-std::tuple<Tensor, Tensor> group_penalty_composite(const Tensor& g, int64_t A, int64_t C, int64_t B,
-                                                   int64_t kind, double center, bool one_sided,
-                                                   int64_t reduction, double gamma, int64_t batch) {
+void check_group_penalty_args(int64_t A, int64_t B, int64_t kind, int64_t reduction) {
   TORCH_CHECK(kind == 0 || kind == 1, "fusedgan::group_penalty: kind must be 0 (gp) or 1 (r1), got ", kind);
   TORCH_CHECK(reduction >= 0 && reduction <= 2, "fusedgan::group_penalty: reduction must be 0, 1 or 2, got ",
               reduction);
   TORCH_CHECK(kind == 0 || A * B == 1, "fusedgan::group_penalty: r1 needs one group (A = B = 1)");
+}
+
+std::tuple<Tensor, Tensor> group_penalty_composite(const Tensor& g, int64_t A, int64_t C, int64_t B,
+                                                   int64_t kind, double center, bool one_sided,
+                                                   int64_t reduction, double gamma, int64_t batch) {
+  check_group_penalty_args(A, B, kind, reduction);
   const Tensor s = sumsq_op().call(g, A, C, B);
   const double nb = static_cast<double>(batch);
   if (kind == static_cast<int64_t>(PenaltyKind::R1)) {

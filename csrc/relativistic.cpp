@@ -29,6 +29,7 @@
 #include <tuple>
 #include <vector>
 
+#include "fusedgan/loss_terms_call.h"
 #include "fusedgan/math.h"
 
 namespace fusedgan {
@@ -37,11 +38,8 @@ namespace {
 using at::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using OptList = c10::List<std::optional<Tensor>>;
+using OptList = OptTensorList;
 
-using LossTermsFn = std::tuple<Tensor, Tensor, std::vector<Tensor>, std::vector<Tensor>>(
-    at::TensorList, const OptList&, const OptList&, at::IntArrayRef, at::ArrayRef<double>,
-    at::ArrayRef<double>, int64_t, const c10::List<bool>&);
 using ExactFn = std::vector<Tensor>(at::TensorList, at::TensorList, const OptList&, at::IntArrayRef,
                                     at::IntArrayRef, at::IntArrayRef, at::ArrayRef<double>,
                                     at::ArrayRef<double>, int64_t, const Tensor&, const c10::List<bool>&);
@@ -81,9 +79,6 @@ Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& w
                     at::IntArrayRef scales, at::IntArrayRef logits, at::IntArrayRef elems,
                     at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction,
                     bool want_grads) {
-  static const auto loss_terms = c10::Dispatcher::singleton()
-                                     .findSchemaOrThrow("fusedgan::loss_terms", "")
-                                     .typed<LossTermsFn>();
   const size_t S = reals.size(), T = scales.size();
   const at::ScalarType acc =
       reals[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -120,7 +115,7 @@ Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& w
     need.push_back(want_grads);
   }
   auto [total, terms, grads, values] =
-      loss_terms.call(x, labels, w, elems, label_values, coefs, reduction, need);
+      loss_terms_op().call(x, labels, w, elems, label_values, coefs, reduction, need);
   Forward out{total, terms, {}, {}};
   if (!want_grads) return out;
   std::vector<Tensor> gr(S), gf(S);
@@ -237,38 +232,6 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
   }
 };
 
-std::vector<Tensor> rel_gan_loss_autograd(at::TensorList reals, at::TensorList fakes,
-                                          const OptList& weights, at::IntArrayRef scales,
-                                          at::IntArrayRef logits, at::IntArrayRef elems,
-                                          at::ArrayRef<double> label_values,
-                                          at::ArrayRef<double> coefs, int64_t reduction) {
-  check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction);
-  bool any_grad = false;
-  for (const Tensor& x : reals) any_grad = any_grad || x.requires_grad();
-  for (const Tensor& x : fakes) any_grad = any_grad || x.requires_grad();
-  for (const auto& wt : weights) {
-    const std::optional<Tensor> opt = wt;
-    any_grad = any_grad || (opt.has_value() && opt->defined() && opt->requires_grad());
-  }
-  if (!at::GradMode::is_enabled() || !any_grad) {  // nothing to differentiate: no node
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    Forward fw = rel_forward(reals, fakes, weights, scales, logits, elems, label_values, coefs,
-                             reduction, /*want_grads=*/false);
-    return {fw.total, fw.terms};
-  }
-  std::vector<Tensor> given(reals.begin(), reals.end());
-  given.insert(given.end(), fakes.begin(), fakes.end());
-  std::vector<bool> present;
-  for (const auto& wt : weights) {
-    const std::optional<Tensor> opt = wt;
-    present.push_back(opt.has_value() && opt->defined());
-    if (present.back()) given.push_back(*opt);
-  }
-  return RelGanLossFunction::apply(at::TensorList(given), static_cast<int64_t>(reals.size()),
-                                   present, scales.vec(), logits.vec(), elems.vec(),
-                                   label_values.vec(), coefs.vec(), reduction);
-}
-
 // Below autograd: the loss only.
 std::vector<Tensor> rel_gan_loss_no_grad(at::TensorList reals, at::TensorList fakes,
                                          const OptList& weights, at::IntArrayRef scales,
@@ -279,6 +242,32 @@ std::vector<Tensor> rel_gan_loss_no_grad(at::TensorList reals, at::TensorList fa
   Forward fw = rel_forward(reals, fakes, weights, scales, logits, elems, label_values, coefs,
                            reduction, /*want_grads=*/false);
   return {fw.total, fw.terms};
+}
+
+std::vector<Tensor> rel_gan_loss_autograd(at::TensorList reals, at::TensorList fakes,
+                                          const OptList& weights, at::IntArrayRef scales,
+                                          at::IntArrayRef logits, at::IntArrayRef elems,
+                                          at::ArrayRef<double> label_values,
+                                          at::ArrayRef<double> coefs, int64_t reduction) {
+  std::vector<Tensor> given(reals.begin(), reals.end());
+  given.insert(given.end(), fakes.begin(), fakes.end());
+  std::vector<bool> present;
+  for (const auto& wt : weights) {
+    const std::optional<Tensor> opt = wt;
+    present.push_back(opt.has_value() && opt->defined());
+    if (present.back()) given.push_back(*opt);
+  }
+  bool any_grad = false;
+  for (const Tensor& x : given) any_grad = any_grad || x.requires_grad();
+  if (!at::GradMode::is_enabled() || !any_grad) {  // nothing to differentiate: no node
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return rel_gan_loss_no_grad(reals, fakes, weights, scales, logits, elems, label_values, coefs,
+                                reduction);
+  }
+  check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction);
+  return RelGanLossFunction::apply(at::TensorList(given), static_cast<int64_t>(reals.size()),
+                                   present, scales.vec(), logits.vec(), elems.vec(),
+                                   label_values.vec(), coefs.vec(), reduction);
 }
 
 }  // namespace

@@ -202,10 +202,6 @@ def _check_extras(reduction: Reduction, is_list: bool, return_per_scale: bool, r
             raise ValueError("return_stats: needs reduction 'mean' or 'sum'")
 
 
-def _rel_logit(which: str, r: Tensor, f: Tensor, mr: Tensor, mf: Tensor) -> Tensor:
-    return {"r-mf": lambda: r - mf, "f-mr": lambda: f - mr, "r-f": lambda: r - f, "f-r": lambda: f - r}[which]()
-
-
 def _rel_terms(kind: str, rows, r: Tensor, f: Tensor, fname: str, weights=(None, None)) -> list:
     """Operator terms of a relativistic kind on one scale: the relativistic logits are formed
     here, in the acc dtype (autograd carries the means' gradient), and read once by the kernel."""
@@ -216,12 +212,9 @@ def _rel_terms(kind: str, rows, r: Tensor, f: Tensor, fname: str, weights=(None,
     mf = f.mean() if kind != "rsgan" else None
     out = []
     for row, w in zip(rows, weights):
-        x = _rel_logit(row.logit, r, f, mr, mf)
+        x = ops.rel_logit(row.logit, r, f, mr, mf)
         out.append(_T(x, None, float(row.label), None if w is None else w.to(acc), int(row.elem), float(row.coef)))
     return out
-
-
-_REL_LOGIT_CODES = {"r-mf": 0, "f-mr": 1, "r-f": 2, "f-r": 3}
 
 
 def _use_rel_op(rel: bool, backend: str, red: Reduction, stats: bool) -> bool:
@@ -242,7 +235,7 @@ def _rel_op_terms(args: dict, s: int, rows, weights, factor: float) -> None:
     for row, w in zip(rows, weights):
         args["weights"].append(w)
         args["scales"].append(s)
-        args["logits"].append(_REL_LOGIT_CODES[row.logit])
+        args["logits"].append(ops.REL_LOGIT_CODES[row.logit])
         args["elems"].append(int(row.elem))
         args["label_values"].append(float(row.label))
         args["coefs"].append(float(row.coef) * factor)

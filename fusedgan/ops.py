@@ -188,16 +188,7 @@ def gan_loss_fake(logits, labels, weights, elems, label_values, coefs, reduction
     return [*values, terms] if reduction == Reduction.NONE else [total, terms]
 
 
-def _has_gan_loss() -> bool:
-    if not (_ext.HAS_CPU or _ext.HAS_CUDA):
-        return False
-    try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key("fusedgan::gan_loss", "Autograd")
-    except RuntimeError:
-        return False
-
-
-HAS_GAN_LOSS = _has_gan_loss()
+HAS_GAN_LOSS = (_ext.HAS_CPU or _ext.HAS_CUDA) and _has_native("gan_loss", "Autograd")
 # Backends whose autograd runs in C++ (fusedgan::gan_loss); the others use autograd.py's Function.
 NATIVE_AUTOGRAD_BACKENDS = frozenset({"cpu", "cuda"} if HAS_GAN_LOSS else ())
 
@@ -217,14 +208,23 @@ _REL_EXACT_BACKWARD_SCHEMA = (
 )
 
 
+# The relativistic logits, by name (kinds.py's RelTerm.logit) and by the operator's code.
+REL_LOGIT_CODES = {"r-mf": 0, "f-mr": 1, "r-f": 2, "f-r": 3}
+_REL_LOGIT_NAMES = {v: k for k, v in REL_LOGIT_CODES.items()}
+
+
+def rel_logit(name: str, r, f, mr, mf):
+    """``r - mf``, ``f - mr``, ``r - f`` or ``f - r`` (``mr``/``mf`` may be None when unused)."""
+    return {"r-mf": lambda: r - mf, "f-mr": lambda: f - mr, "r-f": lambda: r - f, "f-r": lambda: f - r}[name]()
+
+
 def rel_logits(reals, fakes, scales, logits):
-    """The relativistic logit of every term (r - mf, f - mr, r - f, f - r) in the acc dtype."""
+    """The relativistic logit of every term of rel_gan_loss, in the acc dtype."""
     acc = _acc_dtype(reals[0].dtype)
     r = [x.to(acc) for x in reals]
     f = [x.to(acc) for x in fakes]
-    make = (lambda s: r[s] - f[s].mean(), lambda s: f[s] - r[s].mean(), lambda s: r[s] - f[s],
-            lambda s: f[s] - r[s])
-    return [make[code](s) for s, code in zip(scales, logits)]
+    mr, mf = [x.mean() for x in r], [x.mean() for x in f]
+    return [rel_logit(_REL_LOGIT_NAMES[code], r[s], f[s], mr[s], mf[s]) for s, code in zip(scales, logits)]
 
 
 def rel_exact_backward(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
@@ -260,16 +260,7 @@ def rel_gan_loss_fake(reals, fakes, weights, scales, logits, elems, label_values
     return [reals[0].new_empty((), dtype=acc), reals[0].new_empty((len(scales),), dtype=acc)]
 
 
-def _has_rel_gan_loss() -> bool:
-    if _ext._C is None:
-        return False
-    try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key("fusedgan::rel_gan_loss", "Autograd")
-    except RuntimeError:
-        return False
-
-
-HAS_REL_GAN_LOSS = _has_rel_gan_loss()
+HAS_REL_GAN_LOSS = _ext._C is not None and _has_native("rel_gan_loss", "Autograd")
 if HAS_REL_GAN_LOSS:
     _rel_lib = torch.library.Library("fusedgan", "FRAGMENT")
     _rel_lib.define(_REL_EXACT_BACKWARD_SCHEMA)

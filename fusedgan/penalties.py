@@ -33,7 +33,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import _ext, backends, reference
+from . import _ext, backends, ops, reference
 from .kinds import Reduction
 
 Tensor = torch.Tensor
@@ -44,13 +44,7 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _has_native(key: str) -> bool:
-    if _ext._C is None:
-        return False
-    try:
-        return (torch._C._dispatch_has_kernel_for_dispatch_key("fusedgan::group_sumsq", key)
-                and torch._C._dispatch_has_kernel_for_dispatch_key("fusedgan::gan_penalty", "Autograd"))
-    except RuntimeError:
-        return False
+    return _ext._C is not None and ops._has_native("group_sumsq", key) and ops._has_native("gan_penalty", "Autograd")
 
 
 # Read on the hot path: plain values keep torch.compile from breaking the graph.
@@ -186,13 +180,6 @@ def _layout(g: Tensor, norm: str) -> Tuple[Tuple[int, int, int], Tuple[int, ...]
 # The autograd Function.
 
 
-def _reference_value(spec: _Spec, g: Tensor) -> Tensor:
-    if spec.kind == "r1":
-        return reference.r1_penalty(g, spec.gamma)
-    return reference.gradient_penalty(g, center=spec.center, one_sided=spec.one_sided, norm=spec.norm,
-                                      reduction=spec.reduction)
-
-
 def _value_and_scale(spec: _Spec, sumsq: Tensor, batch: int) -> Tuple[Tensor, Tensor]:
     """The penalty and ``scale = d penalty / d g / g`` per group, from ``sumsq`` ([A, B])."""
     if spec.kind == "r1":
@@ -231,11 +218,11 @@ class GroupPenaltyFunction(torch.autograd.Function):
         spec = ctx.spec
         g, scale = ctx.saved_tensors
         if torch.is_grad_enabled():
-            # Double backward: differentiate the reference so every order is exact.
-            with torch.enable_grad():
-                gi = g.view_as(g)
-                (grad,) = torch.autograd.grad(_reference_value(spec, gi), gi, grad_output, create_graph=True)
-            return None, grad.to(g.dtype)
+            # Double backward: differentiate the reference so every order is exact (the same
+            # function as the C++ Function's fusedgan::penalty_exact_backward).
+            return None, _penalty_exact_backward(g, grad_output, _R1 if spec.kind == "r1" else 0, spec.center,
+                                                 spec.one_sided, spec.norm, REDUCTION_CODES[spec.reduction],
+                                                 spec.gamma)
         go = grad_output.to(scale.dtype)
         if spec.reduction == "none" and spec.kind == "gp":
             scale = scale * go.reshape(scale.shape)  # per-group grad_output folded into the scale

@@ -21,6 +21,7 @@
 #include "buffer_pool.h"
 #include "fusedgan/math.h"
 #include "fusedgan/ops.h"
+#include "fusedgan/penalty.h"
 #include "penalty_cpu.h"
 
 namespace fusedgan::cpu {
@@ -239,10 +240,7 @@ std::tuple<at::Tensor, at::Tensor> group_penalty_cpu(const at::Tensor& g, int64_
                                                      int64_t B, int64_t kind, double center,
                                                      bool one_sided, int64_t reduction,
                                                      double gamma, int64_t batch) {
-  TORCH_CHECK(kind == 0 || kind == 1, "fusedgan::group_penalty: kind must be 0 (gp) or 1 (r1), got ", kind);
-  TORCH_CHECK(reduction >= 0 && reduction <= 2, "fusedgan::group_penalty: reduction must be 0, 1 or 2, got ",
-              reduction);
-  TORCH_CHECK(kind == 0 || A * B == 1, "fusedgan::group_penalty: r1 needs one group (A = B = 1)");
+  check_group_penalty_args(A, B, kind, reduction);
   const at::Tensor sumsq = group_sumsq_cpu(g, A, C, B);
   const bool none = reduction == static_cast<int64_t>(Reduction::NONE);
   at::Tensor value = none ? at::empty({A, B}, sumsq.options()) : at::empty({}, sumsq.options());

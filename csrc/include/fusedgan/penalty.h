@@ -10,6 +10,9 @@
 
 namespace fusedgan {
 
+// The argument checks of fusedgan::group_penalty, shared by its kernels.
+void check_group_penalty_args(int64_t A, int64_t B, int64_t kind, int64_t reduction);
+
 std::tuple<at::Tensor, at::Tensor> group_penalty_composite(const at::Tensor& g, int64_t A, int64_t C,
                                                            int64_t B, int64_t kind, double center,
                                                            bool one_sided, int64_t reduction,
