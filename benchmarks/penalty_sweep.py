@@ -3,7 +3,12 @@
 A step is ``penalty(g).backward()`` on a leaf ``g`` (``g.grad`` cleared first), as a training loop
 runs it every iteration.  Providers: the fused backends available on the device (``cpu``;
 ``triton`` / ``cuda`` on a GPU), ``eager`` (``fusedgan.reference``) and ``compile``
-(``torch.compile`` of the reference).
+(``torch.compile`` of the reference).  ``floor`` (fp32/fp64 only) is no penalty at all but the
+three memory passes any implementation makes, as bare kernels with no autograd: a sum of squares
+(``torch.dot``, one read of ``g``) and a scaling into a fresh tensor (read ``g``, write the
+gradient).  ``floor_vs_compile`` = compile / floor is the most any three-pass implementation can
+gain over ``torch.compile`` on this machine (DESIGN.md section 2: three passes is the least traffic
+for forward + backward).
 
 Timings on a shared machine drift by 2x within minutes, so the providers are measured in
 interleaved rounds: each round times every provider (``--reps`` steps each, median), in a rotated
@@ -37,6 +42,7 @@ PENALTIES = {
     "gradient_penalty-pixel": (lambda g, b: penalties.gradient_penalty(g, norm="pixel", backend=b),
                                lambda g: reference.gradient_penalty(g, norm="pixel")),
 }
+BASELINES = ("eager", "compile", "floor")  # providers that are not fusedgan backends
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -54,7 +60,14 @@ def make_steps(name: str, device: str) -> dict:
     steps["eager"] = lambda g: ref(g).backward()
     compiled = torch.compile(ref)
     steps["compile"] = lambda g: compiled(g).backward()
+    steps["floor"] = _floor_step
     return steps
+
+
+def _floor_step(g) -> None:
+    flat = g.detach().view(-1)
+    flat.dot(flat)  # forward: one read of g
+    flat * 2.0  # backward: read g, write a fresh gradient-sized tensor
 
 
 def time_step(step, g, device: str, reps: int) -> float:
@@ -73,7 +86,9 @@ def measure(name: str, shape, dtype, device: str, rounds: int, reps: int) -> dic
     torch.manual_seed(0)
     g = (torch.randn(shape, device=device) * 0.01).to(dtype).requires_grad_(True)
     steps = make_steps(name, device)
-    fused = [p for p in steps if p not in ("eager", "compile")]
+    if dtype not in (torch.float32, torch.float64) or not g.is_contiguous():
+        del steps["floor"]  # torch.dot is not a one-pass read for every dtype on every device
+    fused = [p for p in steps if p not in BASELINES]
     for step in steps.values():  # warm-up, compilation
         for _ in range(3):
             g.grad = None
@@ -91,6 +106,9 @@ def measure(name: str, shape, dtype, device: str, rounds: int, reps: int) -> dic
         for base in ("eager", "compile"):
             rs = [b / t for b, t in zip(per_round[base], per_round[f])]
             row["ratios"][f"{f}_vs_{base}"] = {"median": statistics.median(rs), "min": min(rs), "max": max(rs)}
+    if "floor" in steps:
+        rs = [b / t for b, t in zip(per_round["compile"], per_round["floor"])]
+        row["ratios"]["floor_vs_compile"] = {"median": statistics.median(rs), "min": min(rs), "max": max(rs)}
     return row
 
 
@@ -99,7 +117,7 @@ def markdown(result: dict) -> str:
              f"torch {result['torch']}, {result['rounds']} interleaved rounds of {result['reps']} steps; "
              "times are medians over rounds, ratios are per-round ratios (median, min-max).", ""]
     for row in result["rows"]:
-        fused = [p for p in row["ms"] if p not in ("eager", "compile")]
+        fused = [p for p in row["ms"] if p not in BASELINES]
         lines.append(f"## {row['penalty']} {'x'.join(map(str, row['shape']))} {row['dtype']}")
         lines.append("")
         lines.append("| provider | ms | vs eager | vs compile |")
@@ -110,6 +128,9 @@ def markdown(result: dict) -> str:
                 for i, base in enumerate(("eager", "compile")):
                     r = row["ratios"][f"{p}_vs_{base}"]
                     cells[2 + i] = f"**{r['median']:.2f}x** ({r['min']:.2f}-{r['max']:.2f})"
+            elif p == "floor":
+                r = row["ratios"]["floor_vs_compile"]
+                cells[3] = f"({r['median']:.2f}x: the most a three-pass step can gain)"
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -16,8 +16,8 @@
 #include "fusedgan/ops.h"
 
 // fusedgan::loss_terms_stats(<same arguments>) -> (total, terms, grads, values, stats): loss_terms
-// plus, from the same pass, stats[i] = (sum x, sum sigmoid(x), count x > 0) over logits[i],
-// unweighted, shape [n, 3] in the acc dtype (docs/operators.md).
+// plus, from the same pass, stats[i] = (sum x, sum sigmoid(x), count x > 0, count x < 0) over
+// logits[i], unweighted, shape [n, 4] in the acc dtype (docs/operators.md).
 static constexpr const char* kLossTermsStatsSchema =
     "loss_terms_stats(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, "
     "float[] label_values, float[] coefs, int reduction, bool[] need_grad) "

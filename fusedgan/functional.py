@@ -267,8 +267,8 @@ STAT_KEYS = ("mean_real_logit", "mean_fake_logit", "mean_real_prob", "mean_fake_
 
 
 def _stats_dict(real_sums: Tensor, n_real: int, fake_sums: Tensor, n_fake: int, logistic: bool) -> dict:
-    """Training statistics from ``[sum x, sum sigmoid(x), count x > 0]`` of the real and fake
-    logits (0-dim tensors, no host sync; the mean of nothing is NaN, as in torch)."""
+    """Training statistics from ``[sum x, sum sigmoid(x), count x > 0, count x < 0]`` of the real
+    and fake logits (0-dim tensors, no host sync; the mean of nothing is NaN, as in torch)."""
     nan = torch.full_like(real_sums[0], math.nan)
     r, f = real_sums / n_real if n_real else real_sums * nan, fake_sums / n_fake if n_fake else fake_sums * nan
     return {
@@ -277,16 +277,16 @@ def _stats_dict(real_sums: Tensor, n_real: int, fake_sums: Tensor, n_fake: int, 
         "mean_real_prob": r[1] if logistic else nan,
         "mean_fake_prob": f[1] if logistic else nan,
         "frac_real_positive": r[2],
-        "frac_fake_negative": 1 - f[2],
+        "frac_fake_negative": f[3],
     }
 
 
 def _stats(kind: str, sums: Tensor, real_idx, fake_idx, terms: list) -> dict:
-    """Combine per-term ``sums`` ([n, 3]) over the real and fake terms of all scales."""
+    """Combine per-term ``sums`` ([n, STAT_COLS]) over the real and fake terms of all scales."""
     n_real = sum(terms[i].x.numel() for i in real_idx)
     real = sums[list(real_idx)].sum(0)
     if kind == "rsgan":  # one pairwise logit d = r - f per scale: the fake side sees -d
-        fake, n_fake = torch.stack([-real[0], n_real - real[1], n_real - real[2]]), n_real
+        fake, n_fake = torch.stack([-real[0], n_real - real[1], real[3], real[2]]), n_real
     else:
         n_fake = sum(terms[i].x.numel() for i in fake_idx)
         fake = sums[list(fake_idx)].sum(0)
@@ -489,7 +489,7 @@ def discriminator_loss(
             real_sums = torch.stack([reference.logit_sums(x) for x in rs]).sum(0)
             n_real = sum(x.numel() for x in rs)
             if kind == "rsgan":
-                fake_sums = torch.stack([-real_sums[0], n_real - real_sums[1], n_real - real_sums[2]])
+                fake_sums = torch.stack([-real_sums[0], n_real - real_sums[1], real_sums[3], real_sums[2]])
                 n_fake = n_real
             else:
                 fake_sums = torch.stack([reference.logit_sums(x) for x in fs]).sum(0)

@@ -14,8 +14,8 @@ are float32, or float64 for float64 logits.  Labels and weights, when tensors, h
 dtype and either one element or as many as the logits (contiguous).
 
 ``fusedgan::loss_terms_stats`` / ``fusedgan::triton_loss_terms_stats``: the same arguments, and
-one more output ``stats`` (``[n, 3]``, acc dtype): per term the unweighted sums of ``x``,
-``sigmoid(x)`` and ``[x > 0]`` from the same pass (docs/operators.md).
+one more output ``stats`` (``[n, STAT_COLS]`` = ``[n, 4]``, acc dtype): per term the unweighted
+sums of ``x``, ``sigmoid(x)``, ``[x > 0]`` and ``[x < 0]`` from the same pass (docs/operators.md).
 """
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ if _ext.HAS_CPU or _ext.HAS_CUDA:
 
 
 def loss_terms_stats_fake(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
-    """``loss_terms_fake`` plus ``stats``: ``[n, 3]`` in the acc dtype."""
+    """``loss_terms_fake`` plus ``stats``: ``[n, STAT_COLS]`` in the acc dtype."""
     total, terms, grads, values = loss_terms_fake(logits, labels, weights, elems, label_values, coefs,
                                                   reduction, need_grad)
-    return total, terms, grads, values, terms.new_empty((len(logits), 3))
+    return total, terms, grads, values, terms.new_empty((len(logits), reference.STAT_COLS))
 
 
 def _has_native(op: str, key: str) -> bool:
@@ -101,7 +101,8 @@ def loss_terms(backend, logits, labels, weights, elems, label_values, coefs, red
 
 
 def loss_terms_stats(backend, logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
-    """``loss_terms`` plus ``stats`` (per term: sums of x, sigmoid(x), [x > 0]) from the same pass."""
+    """``loss_terms`` plus ``stats`` (per term: sums of x, sigmoid(x), [x > 0], [x < 0]) from the
+    same pass."""
     if backend == "triton":
         triton_op()
         op = torch.ops.fusedgan.triton_loss_terms_stats

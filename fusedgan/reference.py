@@ -182,11 +182,15 @@ def feature_matching_loss(fake_feats, real_feats, weights=None) -> Tensor:
     return total
 
 
+STAT_COLS = 4  # columns of a loss_terms_stats row (kStatCols in csrc, STAT_COLS in the Triton kernels)
+
+
 def logit_sums(x: Tensor) -> Tensor:
-    """``[sum x, sum sigmoid(x), count x > 0]`` (acc dtype): one row of loss_terms_stats."""
+    """``[sum x, sum sigmoid(x), count x > 0, count x < 0]`` (acc dtype): one row of
+    loss_terms_stats.  A NaN or an exact 0 is counted in neither of the last two."""
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     xa = x.detach().to(acc)
-    return torch.stack([xa.sum(), torch.sigmoid(xa).sum(), (xa > 0).sum().to(acc)])
+    return torch.stack([xa.sum(), torch.sigmoid(xa).sum(), (xa > 0).sum().to(acc), (xa < 0).sum().to(acc)])
 
 
 # ---------------------------------------------------------------------------------------------

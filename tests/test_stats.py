@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fusedgan as fg
-from fusedgan import backends, ops
+from fusedgan import backends, ops, reference
 from fusedgan.functional import STAT_KEYS
 from fusedgan.kinds import Elem
 from helpers import fused_backends, logits
@@ -33,8 +33,7 @@ def oracle(kind, reals, fakes):
         "mean_real_prob": torch.sigmoid(r).mean() if logistic else nan,
         "mean_fake_prob": torch.sigmoid(f).mean() if logistic else nan,
         "frac_real_positive": (r > 0).double().mean(),
-        # rsgan: f - r < 0 exactly where r - f > 0; other kinds: f <= 0 (a threshold classifier)
-        "frac_fake_negative": (f < 0).double().mean() if kind == "rsgan" else (f <= 0).double().mean(),
+        "frac_fake_negative": (f < 0).double().mean(),
         "abs_real": r.abs().mean(),
         "abs_fake": f.abs().mean(),
     }
@@ -119,7 +118,7 @@ def test_operator_contract_and_fake():
         args = ([x0, x1], [t0, None], [None, None], [int(Elem.ABS), int(Elem.BCE)], [0.0, 1.0], [1.0, 0.5], 1, [True, False])
         got = torch.ops.fusedgan.loss_terms_stats(*args)
         want = ops.reference_loss_terms_stats(*[[a.double() if isinstance(a, torch.Tensor) else a for a in v] if isinstance(v, list) else v for v in args])
-        assert got[4].shape == (2, 3) and got[4].dtype == (torch.float64 if dt == torch.float64 else torch.float32)
+        assert got[4].shape == (2, reference.STAT_COLS) == (2, 4) and got[4].dtype == (torch.float64 if dt == torch.float64 else torch.float32)
         mag = 1 + float(x0.double().abs().sum())  # fp32 sums of +-1e4 logits
         torch.testing.assert_close(got[4].double(), want[4], rtol=1e-6, atol=1e-6 * mag)
         torch.testing.assert_close(got[1].double(), want[1], rtol=1e-6, atol=1e-5)
@@ -130,3 +129,23 @@ def test_operator_contract_and_fake():
 def test_bad_input():
     with pytest.raises(ValueError, match="^return_stats: "):
         fg.discriminator_loss(torch.randn(3), torch.randn(3), reduction="none", return_stats=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["ns", "hinge", "rsgan"])
+def test_stats_exact_zeros_are_neither_positive_nor_negative(kind, backend):
+    """An exact 0 logit counts in neither fraction (the kernels count x > 0 and x < 0 separately),
+    in one chunk / program and across many."""
+    for n in (6, 40000):
+        r, f = torch.randn(n), torch.randn(n)
+        r[::3] = 0.0
+        f[1::2] = 0.0
+        if n == 6:
+            r, f = torch.tensor([0.0, 0.0, 1.5, -2.0, 0.0, 3.0]), torch.tensor([0.0, -1.0, 0.0, 2.0, 0.0, -0.5])
+        _, stats = fg.discriminator_loss(r, f, kind, return_stats=True, backend=backend)
+        assert backends.last_used() == backend
+        want = oracle(kind, [r], [f])
+        for k in ("frac_real_positive", "frac_fake_negative"):
+            torch.testing.assert_close(stats[k].double(), want[k], rtol=0, atol=1e-7, msg=k)
+        if n == 6 and kind == "ns":
+            assert float(stats["frac_fake_negative"]) == pytest.approx(2 / 6)

@@ -81,6 +81,11 @@ def test_stats_empty_and_non_contiguous():
     st.test_stats_empty_and_non_contiguous(T)
 
 
+@pytest.mark.parametrize("kind", ["ns", "rsgan"])
+def test_stats_exact_zeros(kind):
+    st.test_stats_exact_zeros_are_neither_positive_nor_negative(kind, T)
+
+
 @pytest.mark.parametrize("multi_program", [False, True])
 def test_stats_operator_contract(multi_program, monkeypatch):
     """triton_loss_terms_stats against ops.reference_loss_terms_stats, on both launch paths

@@ -70,7 +70,8 @@ FG_INLINE double hsum_compensated(const Vectorized<A>& sum, const Vectorized<A>&
 }
 
 // Sum over [begin, end) of term `a` of w * value; writes grad and values.  Returned in double.
-// With kStats also adds the unweighted sums of x, sigmoid(x) and [x > 0] into stats[0..2].
+// With kStats also adds the unweighted sums of x, sigmoid(x), [x > 0] and [x < 0] into
+// stats[0..3] (kStatCols).
 template <class S, Elem E, bool kGrad, bool kStats>
 double term_range(const TermArgs& a, int64_t begin, int64_t end, double* stats) {
   using IO = Io<S>;
@@ -98,8 +99,8 @@ double term_range(const TermArgs& a, int64_t begin, int64_t end, double* stats) 
   const V one(A(1));
 
   // One step at element j with cnt <= kStep valid lanes; adds w*value of valid lanes into acc
-  // (and the statistics of x into sx, ss, sp).
-  auto step = [&](int64_t j, int64_t cnt, V& acc, V& comp, V& sx, V& ss, V& spos,
+  // (and the statistics of x into sx, ss, spos, sneg).
+  auto step = [&](int64_t j, int64_t cnt, V& acc, V& comp, V& sx, V& ss, V& spos, V& sneg,
                   bool tail) FG_INLINE_LAMBDA {
     V xv[K], tv[K], wv[K], gv[K], vv[K];
     IO::load(x + j, cnt, xv);
@@ -116,14 +117,15 @@ double term_range(const TermArgs& a, int64_t begin, int64_t end, double* stats) 
       }
       gv[k] = g * gscale;
       vv[k] = v * vscale;
-      V xs = xv[k], sig, pos;
+      V xs = xv[k], sig, pos, neg;
       if constexpr (kStats) {
-        // sigmoid from e = exp(-|x|) as in the BCE element: 1/(1+e) or e/(1+e).
+        // sigmoid from e = exp(-|x|) as in the BCE element: 1/(1+e) or e/(1+e).  A NaN logit
+        // counts as neither positive nor negative; an exact 0 as neither.
         const V e = Ops::exp_nonpos(-xs.abs());
         const V inv = one / (one + e);
-        const V m = xs > zero;
         sig = V::blendv(e * inv, inv, xs >= zero);
-        pos = V::blendv(zero, one, m);
+        pos = V::blendv(zero, one, xs > zero);
+        neg = V::blendv(zero, one, xs < zero);
       }
       if (tail) {
         // Padding lanes hold x = 0: drop them by selection (0 * inf would be NaN).
@@ -135,6 +137,7 @@ double term_range(const TermArgs& a, int64_t begin, int64_t end, double* stats) 
           xs = V::blendv(zero, xs, keep);
           sig = V::blendv(zero, sig, keep);
           pos = V::blendv(zero, pos, keep);
+          neg = V::blendv(zero, neg, keep);
         }
       }
       // Only LINEAR values have both signs; the others are >= 0, where a plain sum is already
@@ -145,6 +148,7 @@ double term_range(const TermArgs& a, int64_t begin, int64_t end, double* stats) 
         sx = sx + xs;
         ss = ss + sig;
         spos = spos + pos;
+        sneg = sneg + neg;
       }
     }
     if constexpr (kGrad) {
@@ -154,24 +158,23 @@ double term_range(const TermArgs& a, int64_t begin, int64_t end, double* stats) 
   };
 
   double total = 0.0;
-  double st[3] = {0.0, 0.0, 0.0};
+  double st[kStatCols] = {0.0, 0.0, 0.0, 0.0};
   for (int64_t r0 = begin; r0 < end; r0 += kRun) {
     const int64_t r1 = std::min(r0 + kRun, end);
-    V acc(A(0)), comp(A(0)), sx(A(0)), ss(A(0)), spos(A(0));
+    V acc(A(0)), comp(A(0)), sx(A(0)), ss(A(0)), spos(A(0)), sneg(A(0));
     int64_t j = r0;
-    for (; j + kStep <= r1; j += kStep) step(j, kStep, acc, comp, sx, ss, spos, false);
-    if (j < r1) step(j, r1 - j, acc, comp, sx, ss, spos, true);
+    for (; j + kStep <= r1; j += kStep) step(j, kStep, acc, comp, sx, ss, spos, sneg, false);
+    if (j < r1) step(j, r1 - j, acc, comp, sx, ss, spos, sneg, true);
     total += hsum_compensated(acc, comp);
     if constexpr (kStats) {
       st[0] += hsum(sx);
       st[1] += hsum(ss);
       st[2] += hsum(spos);
+      st[3] += hsum(sneg);
     }
   }
   if constexpr (kStats) {
-    stats[0] = st[0];
-    stats[1] = st[1];
-    stats[2] = st[2];
+    for (int k = 0; k < kStatCols; ++k) stats[k] = st[k];
   }
   return total;
 }
@@ -205,7 +208,7 @@ void run_chunks_t(const ChunkTable& tab, int64_t c0, int64_t c1, double* partial
     const TermArgs& a = tab.terms[i];
     const int64_t begin = (c - tab.first_chunk[i]) * kChunk;
     const int64_t end = std::min(begin + kChunk, a.n);
-    partials[c] = term_range_dispatch<S>(a, begin, end, tab.stats ? tab.stats + 3 * c : nullptr);
+    partials[c] = term_range_dispatch<S>(a, begin, end, tab.stats ? tab.stats + kStatCols * c : nullptr);
   }
 }
 

@@ -107,7 +107,7 @@ namespace {
 
 using LossTermsOut = std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
 
-// loss_terms, and with `stats` (a defined [n, 3] acc-dtype tensor to fill) loss_terms_stats.
+// loss_terms, and with `stats` (a defined [n, kStatCols] acc-dtype tensor to fill) loss_terms_stats.
 LossTermsOut loss_terms_impl(
     at::TensorList logits, const c10::List<std::optional<at::Tensor>>& labels,
     const c10::List<std::optional<at::Tensor>>& weights, at::IntArrayRef elems,
@@ -170,7 +170,7 @@ LossTermsOut loss_terms_impl(
 
   const int64_t total_chunks = first_chunk[n];
   c10::SmallVector<double, 16> partials(total_chunks);
-  c10::SmallVector<double, 16> stat_partials(stats ? 3 * total_chunks : 0);
+  c10::SmallVector<double, 16> stat_partials(stats ? kStatCols * total_chunks : 0);
   const ChunkTable tab{args.data(), first_chunk.data(), static_cast<int>(n), dt,
                        stats ? stat_partials.data() : nullptr};
   const ChunkKernel kernel = capability().kernel;
@@ -200,15 +200,15 @@ LossTermsOut loss_terms_impl(
   if (acc_st == at::kDouble) finish(terms.mutable_data_ptr<double>());
   else finish(terms.mutable_data_ptr<float>());
   if (stats) {
-    // Same fixed chunk order as the loss: per term, the sums of x, sigmoid(x), [x > 0].
-    *stats = at::empty({static_cast<int64_t>(n), 3}, terms.options());
+    // Same fixed chunk order as the loss: per term, the sums of x, sigmoid(x), [x > 0], [x < 0].
+    *stats = at::empty({static_cast<int64_t>(n), kStatCols}, terms.options());
     auto fill = [&](auto* out) {
       using A = std::remove_pointer_t<decltype(out)>;
       for (size_t i = 0; i < n; ++i) {
-        double s[3] = {0.0, 0.0, 0.0};
+        double s[kStatCols] = {};
         for (int64_t c = first_chunk[i]; c < first_chunk[i + 1]; ++c)
-          for (int k = 0; k < 3; ++k) s[k] += stat_partials[3 * c + k];
-        for (int k = 0; k < 3; ++k) out[3 * i + k] = static_cast<A>(s[k]);
+          for (int k = 0; k < kStatCols; ++k) s[k] += stat_partials[kStatCols * c + k];
+        for (int k = 0; k < kStatCols; ++k) out[kStatCols * i + k] = static_cast<A>(s[k]);
       }
     };
     if (acc_st == at::kDouble) fill(stats->mutable_data_ptr<double>());

@@ -39,7 +39,8 @@ struct ChunkTable {
   const int64_t* first_chunk;  // n_terms + 1 entries
   int n_terms;
   Dtype dtype;
-  // Optional (loss_terms_stats): stats[3c + k] = sum over chunk c of x, sigmoid(x), [x > 0].
+  // Optional (loss_terms_stats): stats[kStatCols * c + k] = sum over chunk c of x, sigmoid(x),
+  // [x > 0], [x < 0].
   double* stats = nullptr;
 };
 

@@ -29,6 +29,7 @@
 namespace fusedgan::cuda {
 namespace {
 
+constexpr int kStatsK = kStatCols + 1;   // slots per block with statistics (the value first)
 constexpr int kMaxTermsPerLaunch = 16;   // keeps the kernel arguments well under 4 KiB
 constexpr int64_t kElemsPerBlock = 4096;  // a term of N elements gets ceil(N / this) blocks...
 constexpr int kMaxBlocksPerTerm = 1024;   // ...at most this many (grid-stride beyond)
@@ -61,10 +62,10 @@ struct TermDev {
 
 struct LaunchArgs {
   TermDev t[kMaxTermsPerLaunch];
-  double* slots;      // K per block, K = 4 with stats (value, x, sigmoid(x), [x > 0]) else 1
+  double* slots;      // K per block: K = kStatsK with stats (value, x, sigmoid(x), [x > 0], [x < 0]), else 1
   void* terms_out;    // acc dtype, [n_total]
   void* total_out;    // acc dtype, 0-dim
-  void* stats_out;    // acc dtype, [n_total, 3]; unused without stats
+  void* stats_out;    // acc dtype, [n_total, kStatCols]; unused without stats
   int nterms;
   int n_total;
   int reduction;
@@ -112,10 +113,11 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
     g_out = g * gscale;
     v_out = v * vscale;
     acc[0] += v;
-    if constexpr (K == 4) {
+    if constexpr (K == kStatsK) {
       acc[1] += xv;
       acc[2] += sigmoid(xv);
       acc[3] += xv > A(0) ? A(1) : A(0);
+      acc[4] += xv < A(0) ? A(1) : A(0);
     }
   };
 
@@ -172,10 +174,10 @@ __device__ void finish_terms(const LaunchArgs& p) {
       // MEAN of an empty tensor is 0/0 = NaN, as in torch.
       const double v = p.reduction == static_cast<int>(Reduction::MEAN) ? s[0] / static_cast<double>(a.n) : s[0];
       terms[a.index] = static_cast<A>(a.coef * v);
-      if constexpr (K == 4) {
+      if constexpr (K == kStatsK) {
         A* stats = static_cast<A*>(p.stats_out);
 #pragma unroll
-        for (int k = 1; k < K; ++k) stats[a.index * 3 + (k - 1)] = static_cast<A>(s[k]);
+        for (int k = 1; k < K; ++k) stats[a.index * kStatCols + (k - 1)] = static_cast<A>(s[k]);
       }
     }
   }
@@ -314,7 +316,7 @@ Outputs run(const char* op, at::TensorList logits, const c10::List<std::optional
   const auto acc_opts = logits[0].options().dtype(acc_st);
   out.terms = at::empty({static_cast<int64_t>(n)}, acc_opts);
   out.total = at::empty({}, acc_opts);
-  out.stats = K == 4 ? at::empty({static_cast<int64_t>(n), 3}, acc_opts) : at::Tensor();
+  out.stats = K == kStatsK ? at::empty({static_cast<int64_t>(n), kStatCols}, acc_opts) : at::Tensor();
   at::Tensor slots = at::empty({std::max<int64_t>(nslots, 1) * K}, acc_opts.dtype(at::kDouble));
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -327,7 +329,7 @@ Outputs run(const char* op, at::TensorList logits, const c10::List<std::optional
       p.slots = slots.mutable_data_ptr<double>();
       p.terms_out = out.terms.mutable_data_ptr();
       p.total_out = out.total.mutable_data_ptr();
-      p.stats_out = K == 4 ? out.stats.mutable_data_ptr() : nullptr;
+      p.stats_out = K == kStatsK ? out.stats.mutable_data_ptr() : nullptr;
       p.nterms = static_cast<int>(g1 - g0);
       p.n_total = static_cast<int>(n);
       p.reduction = static_cast<int>(reduction);
@@ -368,7 +370,7 @@ loss_terms_stats_cuda(at::TensorList logits, const c10::List<std::optional<at::T
                       const c10::List<std::optional<at::Tensor>>& weights, at::IntArrayRef elems,
                       at::ArrayRef<double> label_values, at::ArrayRef<double> coefs,
                       int64_t reduction, const c10::List<bool>& need_grad) {
-  Outputs o = run<4>("fusedgan::loss_terms_stats", logits, labels, weights, elems, label_values,
+  Outputs o = run<kStatsK>("fusedgan::loss_terms_stats", logits, labels, weights, elems, label_values,
                      coefs, reduction, need_grad);
   return {std::move(o.total), std::move(o.terms), std::move(o.grads), std::move(o.values),
           std::move(o.stats)};

@@ -14,8 +14,8 @@ longer list takes ``ceil(n / 2)`` launch pairs, each adding into ``total`` in or
 * otherwise one launch over ``cdiv(n_a, BLOCK) + cdiv(n_b, BLOCK)`` programs writing gradients
   and per-program partial sums, then a one-program launch summing the partials in a fixed order.
 
-``triton_loss_terms_stats`` (same arguments) also returns ``stats`` (``[n, 3]``: per term the
-sums of ``x``, ``sigmoid(x)`` and ``[x > 0]``), from the same launches (``STATS`` switch).
+``triton_loss_terms_stats`` (same arguments) also returns ``stats`` (``[n, 4]``: per term the
+sums of ``x``, ``sigmoid(x)``, ``[x > 0]`` and ``[x < 0]``), from the same launches (``STATS`` switch).
 
 ``triton_loss_grads`` is the three-pass alternative for backward (DESIGN.md section 2): forward
 runs ``triton_loss_terms`` with ``need_grad`` all false (it only reads ``x``), and backward
@@ -125,7 +125,7 @@ class _Term:
 
 def _launch_pair(a: _Term, b: Optional[_Term], *, terms, total, term_off, accum, is64, grads_only,
                  stats=None):
-    """Launch the kernel(s) for terms ``a`` and ``b`` (``b`` may be None); ``stats`` ([n, 3]):
+    """Launch the kernel(s) for terms ``a`` and ``b`` (``b`` may be None); ``stats`` ([n, 4]):
     also write the terms' statistics sums (loss_terms_stats)."""
     two = b is not None
     bb = b if two else a
@@ -150,7 +150,7 @@ def _launch_pair(a: _Term, b: Optional[_Term], *, terms, total, term_off, accum,
     want_stats = stats is not None
     spartials = dummy_out
     if want_stats and not single and grid[0] > 0:
-        spartials = torch.empty((grid[0], 3), dtype=stats.dtype, device=a.x.device)
+        spartials = torch.empty((grid[0], _k.STAT_COLS.value), dtype=stats.dtype, device=a.x.device)
 
     def ptrs(t: _Term):
         return (t.x, t.t if t.t is not None else t.x, t.w if t.w is not None else t.x,
@@ -201,8 +201,8 @@ def loss_terms(logits: Sequence[torch.Tensor], labels, weights, elems, label_val
 
 def loss_terms_stats(logits: Sequence[torch.Tensor], labels, weights, elems, label_values, coefs,
                      reduction: int, need_grad):
-    """The body of ``fusedgan::triton_loss_terms_stats``: ``loss_terms`` plus ``stats`` ([n, 3]:
-    per term the sums of x, sigmoid(x) and [x > 0]) from the same launches."""
+    """The body of ``fusedgan::triton_loss_terms_stats``: ``loss_terms`` plus ``stats`` ([n, 4]:
+    per term the sums of x, sigmoid(x), [x > 0] and [x < 0]) from the same launches."""
     CALLS["loss_terms_stats"] += 1
     return _loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad, True)
 
@@ -214,7 +214,7 @@ def _loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, 
     is64 = acc == torch.float64
     total = torch.empty((), dtype=acc, device=x0.device)
     terms = torch.empty((len(logits),), dtype=acc, device=x0.device)
-    stats = torch.empty((len(logits), 3), dtype=acc, device=x0.device) if want_stats else None
+    stats = torch.empty((len(logits), _k.STAT_COLS.value), dtype=acc, device=x0.device) if want_stats else None
     specs = []
     for i, x in enumerate(logits):
         t = _Term(x, labels[i], weights[i], elems[i], label_values[i], coefs[i], reduction)

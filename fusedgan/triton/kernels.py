@@ -30,6 +30,8 @@ HALF_SQUARE = tl.constexpr(1)
 LINEAR = tl.constexpr(2)
 HINGE = tl.constexpr(3)
 ABS = tl.constexpr(4)
+# Columns of loss_terms_stats' stats: sum x, sum sigmoid(x), count x > 0, count x < 0 (kStatCols).
+STAT_COLS = tl.constexpr(4)
 ELEM_CODES = {"BCE": 0, "HALF_SQUARE": 1, "LINEAR": 2, "HINGE": 3, "ABS": 4}
 
 
@@ -104,7 +106,7 @@ def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
            GRAD: tl.constexpr, VAL: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
            STATS: tl.constexpr):
     """One block of one term; returns the block's sum of w * elem(x, t) (0 outside the tensor)
-    and, with STATS, its sums of x, sigmoid(x) and [x > 0] (else zeros).
+    and, with STATS, its sums of x, sigmoid(x), [x > 0] and [x < 0] (else zeros).
 
     LAB / W / GO: 0 = absent (scalar ``lab`` for LAB), 1 = one element broadcast, 2 = per element.
     """
@@ -142,11 +144,13 @@ def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
         sx = tl.sum(tl.where(mask, x, 0.0), axis=0)
         ss = tl.sum(tl.where(mask, sig, 0.0), axis=0)
         sp = tl.sum(tl.where(mask & (x > 0), 1.0, 0.0).to(x.dtype), axis=0)
+        sn = tl.sum(tl.where(mask & (x < 0), 1.0, 0.0).to(x.dtype), axis=0)
     else:
         sx = _zero(IS64)
         ss = _zero(IS64)
         sp = _zero(IS64)
-    return tl.sum(tl.where(mask, v, 0.0), axis=0), sx, ss, sp
+        sn = _zero(IS64)
+    return tl.sum(tl.where(mask, v, 0.0), axis=0), sx, ss, sp, sn
 
 
 @triton.jit
@@ -159,19 +163,22 @@ def _single_term(x, t, w, go, g, v, n, lab, coef, scale, terms, stats, slot,
     sx_t = _zero(IS64)
     ss_t = _zero(IS64)
     sp_t = _zero(IS64)
+    sn_t = _zero(IS64)
     for blk in range(0, tl.cdiv(n, BLOCK)):
-        s, sx, ss, sp = _block(blk, x, t, w, go, g, v, n, lab, coef, scale, ELEM, LAB, W, GO, GRAD, VAL,
+        s, sx, ss, sp, sn = _block(blk, x, t, w, go, g, v, n, lab, coef, scale, ELEM, LAB, W, GO, GRAD, VAL,
                                IS64, BLOCK, STATS)
         acc += s
         sx_t += sx
         ss_t += ss
         sp_t += sp
+        sn_t += sn
     term = acc * scale
     tl.store(terms + slot, term)
     if STATS:
-        tl.store(stats + 3 * slot, sx_t)
-        tl.store(stats + 3 * slot + 1, ss_t)
-        tl.store(stats + 3 * slot + 2, sp_t)
+        tl.store(stats + STAT_COLS * slot, sx_t)
+        tl.store(stats + STAT_COLS * slot + 1, ss_t)
+        tl.store(stats + STAT_COLS * slot + 2, sp_t)
+        tl.store(stats + STAT_COLS * slot + 3, sn_t)
     return term
 
 
@@ -190,7 +197,8 @@ def _loss_kernel(
     TWO: tl.constexpr, SUM: tl.constexpr, SINGLE: tl.constexpr, ACCUM: tl.constexpr,
     IS64: tl.constexpr, BLOCK: tl.constexpr, STATS: tl.constexpr = False,
 ):
-    """``stats`` ([n, 3], SINGLE) / ``spartials`` ([programs, 3]) receive the STATS sums."""
+    """``stats`` ([n, 4], SINGLE) / ``spartials`` ([programs, 4]) receive the STATS sums
+    (``STAT_COLS`` columns: x, sigmoid(x), [x > 0], [x < 0])."""
     la = _scalar(lab_a, IS64)
     ca = _scalar(coef_a, IS64)
     sa = _scalar(scale_a, IS64)
@@ -210,28 +218,29 @@ def _loss_kernel(
     else:
         pid = tl.program_id(0)
         if pid < progs_a:
-            s, sx, ss, sp = _block(pid, xa, ta, wa, goa, ga, va, na, la, ca, sa, ELEM_A, LAB_A, W_A,
+            s, sx, ss, sp, sn = _block(pid, xa, ta, wa, goa, ga, va, na, la, ca, sa, ELEM_A, LAB_A, W_A,
                                    GO_A, GRAD_A, VAL_A, IS64, BLOCK, STATS)
         else:
-            s, sx, ss, sp = _block(pid - progs_a, xb, tb, wb, gob, gb, vb, nb, lb, cb, sb, ELEM_B,
+            s, sx, ss, sp, sn = _block(pid - progs_a, xb, tb, wb, gob, gb, vb, nb, lb, cb, sb, ELEM_B,
                                    LAB_B, W_B, GO_B, GRAD_B, VAL_B, IS64, BLOCK, STATS)
         if SUM:
             tl.store(partials + pid, s)
         if STATS:
-            tl.store(spartials + 3 * pid, sx)
-            tl.store(spartials + 3 * pid + 1, ss)
-            tl.store(spartials + 3 * pid + 2, sp)
+            tl.store(spartials + STAT_COLS * pid, sx)
+            tl.store(spartials + STAT_COLS * pid + 1, ss)
+            tl.store(spartials + STAT_COLS * pid + 2, sp)
+            tl.store(spartials + STAT_COLS * pid + 3, sn)
 
 
 @triton.jit
 def _finish_stats(spartials, stats, term, first, count, IS64: tl.constexpr, RBLOCK: tl.constexpr):
     """stats[term, k] = sum over programs [first, first + count) of spartials[p, k], in order."""
     r = tl.arange(0, RBLOCK)
-    for k in range(3):
+    for k in range(STAT_COLS):
         acc = tl.zeros([RBLOCK], dtype=spartials.dtype.element_ty)
         for i in range(0, count, RBLOCK):
-            acc += tl.load(spartials + 3 * (first + i + r) + k, mask=i + r < count, other=0.0)
-        tl.store(stats + 3 * term + k, tl.sum(acc, axis=0))
+            acc += tl.load(spartials + STAT_COLS * (first + i + r) + k, mask=i + r < count, other=0.0)
+        tl.store(stats + STAT_COLS * term + k, tl.sum(acc, axis=0))
 
 
 @triton.jit
@@ -239,7 +248,7 @@ def _finish_kernel(partials, terms, total, term_off, progs_a, progs_b, scale_a: 
                    stats, spartials, TWO: tl.constexpr, ACCUM: tl.constexpr, IS64: tl.constexpr,
                    RBLOCK: tl.constexpr, STATS: tl.constexpr = False):
     """Fixed-order sum of each term's partials, times its scale; writes terms and total (and,
-    with STATS, each term's three statistics sums from ``spartials``)."""
+    with STATS, each term's four statistics sums from ``spartials``)."""
     if STATS:
         _finish_stats(spartials, stats, term_off, 0, progs_a, IS64, RBLOCK)
         if TWO:

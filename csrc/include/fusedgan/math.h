@@ -32,6 +32,8 @@ enum class Elem : int { BCE = 0, HALF_SQUARE = 1, LINEAR = 2, HINGE = 3, ABS = 4
 enum class Reduction : int { NONE = 0, MEAN = 1, SUM = 2 };
 constexpr int kNumElems = 5;
 constexpr int kNumReductions = 3;
+// Columns of loss_terms_stats' `stats`, per term: sum x, sum sigmoid(x), count x > 0, count x < 0.
+constexpr int kStatCols = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Fast float exp and log1p for the ranges the logistic loss needs.
