@@ -167,7 +167,13 @@ def device_name(device: str) -> str:
         return torch.cuda.get_device_name()
     import platform
 
-    return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads"
+    model = platform.machine()
+    try:  # the CPU model: timings differ by machine, so the results say which one ran
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"cpu {model}, {torch.get_num_threads()} threads"
 
 
 def slug(name: str) -> str:

@@ -2,16 +2,20 @@
 // mr = E r and mf = E f computed inside the operator and differentiated through, in C++.
 //
 //   rel_gan_loss(Tensor[] reals, Tensor[] fakes, Tensor?[] weights, int[] scales, int[] logits,
-//                int[] elems, float[] label_values, float[] coefs, int reduction) -> Tensor[]
+//                int[] elems, float[] label_values, float[] coefs, int reduction,
+//                bool stats=False, bool triton=False) -> Tensor[]
 //
 // Scale s holds reals[s] and fakes[s] (any sizes; equal for rsgan).  Term t reads scale scales[t]
 // and the relativistic logit logits[t]: 0 = r - mf, 1 = f - mr, 2 = r - f, 3 = f - r; then it is
 // coefs[t] * reduce(w_t * elem_t(logit, label_values[t])) as in fusedgan::loss_terms, with
 // weights[t] (optional) shaped like the term's logit.  Reduction MEAN or SUM.  Returns
-// [total, terms] (terms not differentiable), both in the acc dtype.
+// [total, terms] (terms not differentiable), both in the acc dtype; with `stats`, also the
+// loss_terms_stats rows of the relativistic logits ([T, kStatCols], not differentiable).
+// `triton` runs the loss pass with fusedgan::triton_loss_terms(_stats) instead of
+// fusedgan::loss_terms(_stats) (the Triton backend; same schema, registered by Python).
 //
 // Forward: the means (one reduction per tensor), the relativistic logits, and ONE
-// fusedgan::loss_terms call over every term of every scale, which returns each term's gradient G_t
+// fusedgan::loss_terms (or loss_terms_stats) call over every term of every scale, which returns each term's gradient G_t
 // with respect to its logit.  The gradient through the means is added here: for a term on
 // r - mf, d/dr = G_t and d/df_j = -sum(G_t) / N_f for every j (mf = mean f); symmetrically for
 // f - mr; for r - f, d/dr = G_t and d/df = -G_t.  Those full gradients are saved (in the inputs'
@@ -71,14 +75,14 @@ void check_args(at::TensorList reals, at::TensorList fakes, const OptList& weigh
 }
 
 struct Forward {
-  Tensor total, terms;
+  Tensor total, terms, stats;  // stats: defined when asked for
   std::vector<Tensor> grad_r, grad_f;  // full gradients (through the means), inputs' dtypes
 };
 
 Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& weights,
                     at::IntArrayRef scales, at::IntArrayRef logits, at::IntArrayRef elems,
                     at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction,
-                    bool want_grads) {
+                    bool stats, bool triton, bool want_grads) {
   const size_t S = reals.size(), T = scales.size();
   const at::ScalarType acc =
       reals[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -114,9 +118,22 @@ Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& w
     w.push_back(wt.has_value() && wt->defined() ? std::optional<Tensor>(as_acc(*wt)) : std::nullopt);
     need.push_back(want_grads);
   }
-  auto [total, terms, grads, values] =
-      loss_terms_op().call(x, labels, w, elems, label_values, coefs, reduction, need);
-  Forward out{total, terms, {}, {}};
+  Forward out;
+  std::vector<Tensor> grads;
+  if (stats) {
+    auto [total, terms, g, values, st] =
+        loss_terms_stats_op(triton).call(x, labels, w, elems, label_values, coefs, reduction, need);
+    out.total = std::move(total);
+    out.terms = std::move(terms);
+    out.stats = std::move(st);
+    grads = std::move(g);
+  } else {
+    auto [total, terms, g, values] =
+        loss_terms_op(triton).call(x, labels, w, elems, label_values, coefs, reduction, need);
+    out.total = std::move(total);
+    out.terms = std::move(terms);
+    grads = std::move(g);
+  }
   if (!want_grads) return out;
   std::vector<Tensor> gr(S), gf(S);
   auto add = [](Tensor& acc_t, const Tensor& g) { acc_t = acc_t.defined() ? acc_t + g : g; };
@@ -160,7 +177,7 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
                                std::vector<bool> present, std::vector<int64_t> scales,
                                std::vector<int64_t> logits, std::vector<int64_t> elems,
                                std::vector<double> label_values, std::vector<double> coefs,
-                               int64_t reduction) {
+                               int64_t reduction, bool stats, bool triton) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     const at::TensorList reals = given.slice(0, S), fakes = given.slice(S, S);
     OptList weights;
@@ -175,7 +192,7 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
       }
     }
     Forward fw = rel_forward(reals, fakes, weights, scales, logits, elems, label_values, coefs,
-                             reduction, /*want_grads=*/true);
+                             reduction, stats, triton, /*want_grads=*/true);
     std::vector<Tensor> saved(fw.grad_r.begin(), fw.grad_r.end());
     saved.insert(saved.end(), fw.grad_f.begin(), fw.grad_f.end());
     saved.insert(saved.end(), given.begin(), given.end());
@@ -191,15 +208,19 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
     ctx->saved_data["coefs"] = coefs;
     ctx->saved_data["reduction"] = reduction;
     ctx->saved_data["aux_need_grad"] = aux_need_grad;
-    ctx->mark_non_differentiable({fw.terms});
-    return {fw.total, fw.terms};
+    if (!stats) {
+      ctx->mark_non_differentiable({fw.terms});
+      return {fw.total, fw.terms};
+    }
+    ctx->mark_non_differentiable({fw.terms, fw.stats});
+    return {fw.total, fw.terms, fw.stats};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const int64_t S = ctx->saved_data["S"].toInt();
     const variable_list saved = ctx->get_saved_variables();
     const size_t num_given = saved.size() - 2 * static_cast<size_t>(S);
-    variable_list grads(num_given + 8);
+    variable_list grads(num_given + 10);  // given, then the 10 non-tensor arguments of forward
     const Tensor& go = grad_outputs[0];
     if (!go.defined()) return grads;
     const bool exact = at::GradMode::is_enabled() || ctx->saved_data["aux_need_grad"].toBool();
@@ -237,10 +258,12 @@ std::vector<Tensor> rel_gan_loss_no_grad(at::TensorList reals, at::TensorList fa
                                          const OptList& weights, at::IntArrayRef scales,
                                          at::IntArrayRef logits, at::IntArrayRef elems,
                                          at::ArrayRef<double> label_values,
-                                         at::ArrayRef<double> coefs, int64_t reduction) {
+                                         at::ArrayRef<double> coefs, int64_t reduction, bool stats,
+                                         bool triton) {
   check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction);
   Forward fw = rel_forward(reals, fakes, weights, scales, logits, elems, label_values, coefs,
-                           reduction, /*want_grads=*/false);
+                           reduction, stats, triton, /*want_grads=*/false);
+  if (stats) return {fw.total, fw.terms, fw.stats};
   return {fw.total, fw.terms};
 }
 
@@ -248,7 +271,8 @@ std::vector<Tensor> rel_gan_loss_autograd(at::TensorList reals, at::TensorList f
                                           const OptList& weights, at::IntArrayRef scales,
                                           at::IntArrayRef logits, at::IntArrayRef elems,
                                           at::ArrayRef<double> label_values,
-                                          at::ArrayRef<double> coefs, int64_t reduction) {
+                                          at::ArrayRef<double> coefs, int64_t reduction, bool stats,
+                                          bool triton) {
   std::vector<Tensor> given(reals.begin(), reals.end());
   given.insert(given.end(), fakes.begin(), fakes.end());
   std::vector<bool> present;
@@ -262,12 +286,12 @@ std::vector<Tensor> rel_gan_loss_autograd(at::TensorList reals, at::TensorList f
   if (!at::GradMode::is_enabled() || !any_grad) {  // nothing to differentiate: no node
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return rel_gan_loss_no_grad(reals, fakes, weights, scales, logits, elems, label_values, coefs,
-                                reduction);
+                                reduction, stats, triton);
   }
   check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction);
   return RelGanLossFunction::apply(at::TensorList(given), static_cast<int64_t>(reals.size()),
                                    present, scales.vec(), logits.vec(), elems.vec(),
-                                   label_values.vec(), coefs.vec(), reduction);
+                                   label_values.vec(), coefs.vec(), reduction, stats, triton);
 }
 
 }  // namespace
@@ -276,7 +300,8 @@ std::vector<Tensor> rel_gan_loss_autograd(at::TensorList reals, at::TensorList f
 TORCH_LIBRARY_FRAGMENT(fusedgan, m) {
   m.def(
       "rel_gan_loss(Tensor[] reals, Tensor[] fakes, Tensor?[] weights, int[] scales, int[] logits, "
-      "int[] elems, float[] label_values, float[] coefs, int reduction) -> Tensor[]");
+      "int[] elems, float[] label_values, float[] coefs, int reduction, bool stats=False, "
+      "bool triton=False) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(fusedgan, Autograd, m) {

@@ -217,11 +217,14 @@ def _rel_terms(kind: str, rows, r: Tensor, f: Tensor, fname: str, weights=(None,
     return out
 
 
-def _use_rel_op(rel: bool, backend: str, red: Reduction, stats: bool) -> bool:
-    """Relativistic kinds on a C++ autograd backend go through ``fusedgan::rel_gan_loss``: the
-    means, the relativistic logits and the gradient through the means inside one operator."""
-    return rel and ops.HAS_REL_GAN_LOSS and backend in ops.NATIVE_AUTOGRAD_BACKENDS and \
-        red != Reduction.NONE and not stats
+def _use_rel_op(rel: bool, backend: str, red: Reduction) -> bool:
+    """Relativistic kinds with a mean or sum go through ``fusedgan::rel_gan_loss`` (C++ autograd,
+    on any fused backend: for Triton its loss pass is ``triton_loss_terms``): the means, the
+    relativistic logits and the gradient through the means inside one operator.  Reduction
+    ``none`` (elementwise losses, whose gradient through the means needs the elementwise
+    grad_output) and builds without the extension compose them from torch ops instead."""
+    return rel and ops.HAS_REL_GAN_LOSS and red != Reduction.NONE and \
+        (backend in ops.NATIVE_AUTOGRAD_BACKENDS or backend == "triton")
 
 
 def _rel_check(kind: str, r: Tensor, f: Tensor, fname: str) -> None:
@@ -245,10 +248,13 @@ def _rel_op_args() -> dict:
     return {k: [] for k in ("weights", "scales", "logits", "elems", "label_values", "coefs")}
 
 
-def _rel_op(reals, fakes, args: dict, red: Reduction):
+def _rel_op(reals, fakes, args: dict, red: Reduction, backend: str, stats: bool = False):
     a = args
+    triton = backend == "triton"
+    if triton:
+        ops.triton_op()  # registers fusedgan::triton_loss_terms(_stats), which the C++ operator calls
     return torch.ops.fusedgan.rel_gan_loss(list(reals), list(fakes), a["weights"], a["scales"], a["logits"],
-                                           a["elems"], a["label_values"], a["coefs"], int(red))
+                                           a["elems"], a["label_values"], a["coefs"], int(red), stats, triton)
 
 
 def _run(backend: str, terms: list, reduction: Reduction, stats: bool = False):
@@ -281,14 +287,13 @@ def _stats_dict(real_sums: Tensor, n_real: int, fake_sums: Tensor, n_fake: int, 
     }
 
 
-def _stats(kind: str, sums: Tensor, real_idx, fake_idx, terms: list) -> dict:
-    """Combine per-term ``sums`` ([n, STAT_COLS]) over the real and fake terms of all scales."""
-    n_real = sum(terms[i].x.numel() for i in real_idx)
+def _stats(kind: str, sums: Tensor, real_idx, fake_idx, n_real: int, n_fake: int) -> dict:
+    """Combine per-term ``sums`` ([n, STAT_COLS]) over the real and fake terms of all scales
+    (``n_real`` / ``n_fake`` elements in all)."""
     real = sums[list(real_idx)].sum(0)
     if kind == "rsgan":  # one pairwise logit d = r - f per scale: the fake side sees -d
         fake, n_fake = torch.stack([-real[0], n_real - real[1], real[3], real[2]]), n_real
     else:
-        n_fake = sum(terms[i].x.numel() for i in fake_idx)
         fake = sums[list(fake_idx)].sum(0)
     return _stats_dict(real, n_real, fake, n_fake, kind in LOGISTIC)
 
@@ -426,7 +431,7 @@ def discriminator_loss(
 
     # Arguments are checked (and the terms built) whichever backend runs.
     terms, real_idx, fake_idx = [], [], []
-    rel_op = _use_rel_op(rel, name, red, return_stats)
+    rel_op = _use_rel_op(rel, name, red)
     rel_args = _rel_op_args()
     for s, (r, f, c) in enumerate(zip(reals, fakes, factors)):
         if rel:
@@ -437,6 +442,9 @@ def discriminator_loss(
                 ws = (ws[0], _weight(fake_weight, "fake_weight", f, fnames[s]))
             if rel_op:
                 _rel_check(kind, r, f, fnames[s])
+                real_idx.append(len(rel_args["scales"]))  # the real-logit term first (kinds.RelKind)
+                if len(spec.d) > 1:
+                    fake_idx.append(len(rel_args["scales"]) + 1)
                 _rel_op_terms(rel_args, s, spec.d, ws, c)
                 continue
             st = _rel_terms(kind, spec.d, r, f, fnames[s], ws)
@@ -497,7 +505,8 @@ def discriminator_loss(
             extras.append(_stats_dict(real_sums, n_real, fake_sums, n_fake, kind in LOGISTIC))
         return (loss, *extras) if extras else loss
 
-    out = _rel_op(reals, fakes, rel_args, red) if rel_op else _run(name, terms, red, stats=return_stats)
+    out = _rel_op(reals, fakes, rel_args, red, name, return_stats) if rel_op else \
+        _run(name, terms, red, stats=return_stats)
     if red == Reduction.NONE:
         values = [v.to(dtype) for v in out[:-1]]  # relativistic logits ran in the acc dtype
         return values[0] if kind == "rsgan" else tuple(values)
@@ -508,7 +517,8 @@ def discriminator_loss(
     if return_per_scale:
         extras.append(out[1].view(S, -1).sum(1))
     if return_stats:
-        extras.append(_stats(kind, out[2], real_idx, fake_idx, terms))
+        n_real = sum(r.numel() for r in reals)
+        extras.append(_stats(kind, out[2], real_idx, fake_idx, n_real, sum(f.numel() for f in fakes)))
     return (loss, *extras) if extras else loss
 
 
@@ -576,7 +586,7 @@ def generator_loss(
     simple = not (is_list or rel or return_per_scale)
 
     terms = []
-    rel_op = _use_rel_op(rel, name, red, False)
+    rel_op = _use_rel_op(rel, name, red)
     rel_args = _rel_op_args()
     for s, (f, c) in enumerate(zip(fakes, factors)):
         if rel:
@@ -607,7 +617,7 @@ def generator_loss(
             loss = loss + p
         return (loss, torch.stack([p.detach() for p in per])) if return_per_scale else loss
 
-    out = _rel_op(reals, fakes, rel_args, red) if rel_op else _run(name, terms, red)
+    out = _rel_op(reals, fakes, rel_args, red, name) if rel_op else _run(name, terms, red)
     if red == Reduction.NONE:
         values = [v.to(dtype) for v in out[:-1]]  # relativistic logits ran in the acc dtype
         if rel and kind != "rsgan":

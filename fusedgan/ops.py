@@ -256,9 +256,13 @@ def rel_exact_backward(reals, fakes, weights, scales, logits, elems, label_value
     return out
 
 
-def rel_gan_loss_fake(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction):
+def rel_gan_loss_fake(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
+                      stats=False, triton=False):
     acc = _acc_dtype(reals[0].dtype)
-    return [reals[0].new_empty((), dtype=acc), reals[0].new_empty((len(scales),), dtype=acc)]
+    out = [reals[0].new_empty((), dtype=acc), reals[0].new_empty((len(scales),), dtype=acc)]
+    if stats:
+        out.append(reals[0].new_empty((len(scales), reference.STAT_COLS), dtype=acc))
+    return out
 
 
 HAS_REL_GAN_LOSS = _ext._C is not None and _has_native("rel_gan_loss", "Autograd")

@@ -125,18 +125,15 @@ def test_reductions(kind, side, reduction, backend):
 @pytest.mark.parametrize("backend", fused_backends())
 @pytest.mark.parametrize("kind", REL)
 def test_one_fused_operator_call(kind, backend):
-    """Each side is one fusedgan::rel_gan_loss call (C++ autograd backends: the means, shifts and
-    the gradient through the means inside it) running one loss_terms kernel; on Triton the means
-    and shifts are plain torch ops around one fused call."""
+    """Each side is one fusedgan::rel_gan_loss call (the means, shifts and the gradient through
+    the means inside it) running one loss pass: fusedgan::loss_terms on the C++ backends,
+    fusedgan::triton_loss_terms on Triton."""
     r = torch.randn(8, requires_grad=True)
     f = torch.randn(8, requires_grad=True)
     ops = ran_ops(lambda: (fg.discriminator_loss(r, f, kind, backend=backend)
                            + fg.generator_loss(f, kind, real=r, backend=backend)).backward())
-    if backend in ("cpu", "cuda"):
-        assert ops == {"fusedgan::rel_gan_loss", "fusedgan::loss_terms"}
-        assert "fusedgan::rel_gan_loss_exact_backward" not in ops
-    else:
-        assert ops == {"fusedgan::loss_terms"}
+    kernel = "fusedgan::triton_loss_terms" if backend == "triton" else "fusedgan::loss_terms"
+    assert ops == {"fusedgan::rel_gan_loss", kernel}
 
 
 NATIVE = [b for b in fused_backends() if b in ("cpu", "cuda")]
@@ -187,8 +184,9 @@ def test_rel_operator_opcheck(backend):
     r = torch.randn(6, requires_grad=True)
     f = torch.randn(4, requires_grad=True)
     args = ([r], [f], [None, None], [0, 0], [0, 1], [0, 0], [1.0, 0.0], [1.0, 1.0], 1)
-    torch.library.opcheck(torch.ops.fusedgan.rel_gan_loss, args,
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+    for stats in (False, True):
+        torch.library.opcheck(torch.ops.fusedgan.rel_gan_loss, (*args, stats),
+                              test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

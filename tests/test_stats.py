@@ -10,7 +10,7 @@ import fusedgan as fg
 from fusedgan import backends, ops, reference
 from fusedgan.functional import STAT_KEYS
 from fusedgan.kinds import Elem
-from helpers import fused_backends, logits
+from helpers import fused_backends, logits, ran_ops
 
 BACKENDS = fused_backends() + ["reference"]
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
@@ -95,6 +95,18 @@ def test_stats_empty_and_non_contiguous(backend):
     assert torch.isnan(stats["mean_fake_logit"]) and torch.isnan(stats["mean_fake_prob"])
     torch.testing.assert_close(stats["mean_real_logit"], r.mean())
     torch.testing.assert_close(stats["frac_real_positive"], (r > 0).float().mean())
+
+
+@pytest.mark.parametrize("backend", fused_backends())
+@pytest.mark.parametrize("kind", ["ragan", "rsgan"])
+def test_stats_relativistic_in_one_operator(kind, backend):
+    """Relativistic statistics come from the rel_gan_loss call itself (the means, the shifted
+    logits and the loss_terms_stats pass inside it), with no composition around it."""
+    r, f = torch.randn(12, requires_grad=True), torch.randn(12, requires_grad=True)
+    ops_ran = ran_ops(lambda: fg.discriminator_loss(r, f, kind, return_stats=True, backend=backend)[0].backward())
+    stats_op = "fusedgan::triton_loss_terms_stats" if backend == "triton" else "fusedgan::loss_terms_stats"
+    assert ops_ran == {"fusedgan::rel_gan_loss", stats_op}
+    assert backends.last_used() == backend
 
 
 @pytest.mark.parametrize("backend", fused_backends())

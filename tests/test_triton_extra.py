@@ -75,6 +75,19 @@ def test_stats(kind, dtype):
 @pytest.mark.parametrize("kind", ["rsgan", "ragan"])
 def test_stats_relativistic(kind):
     st.check(T, kind, torch.float32, [(4, 9)], [(4, 9)])
+    st.test_stats_relativistic_in_one_operator(kind, T)
+
+
+@pytest.mark.parametrize("kind", rel.REL)
+def test_relativistic_one_operator_call(kind):
+    rel.test_one_fused_operator_call(kind, T)
+
+
+@pytest.mark.parametrize("kind", ["ragan", "rsgan"])
+def test_relativistic_operator_gradcheck(kind):
+    """fusedgan::rel_gan_loss running triton_loss_terms: gradcheck through the saved gradients
+    (means included) and gradgradcheck (the exact backward), two scales, weights."""
+    rel.test_rel_operator_gradcheck_multiscale_weights(kind, T)
 
 
 def test_stats_empty_and_non_contiguous():
