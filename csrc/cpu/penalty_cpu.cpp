@@ -101,18 +101,21 @@ void sumsq_impl(const at::Tensor& x, int64_t A, int64_t C, int64_t B, Dtype dt, 
     });
     return;
   }
-  // Columns: tasks of (a, c-chunk, b-tile); each accumulates its columns over its rows.
+  // Columns: tasks of (a, c-chunk, b-tile); each sums its columns over its rows and writes them
+  // to slots of its own (no zero-filling, no read-modify-write).
   const int64_t tile = std::min(B, kTileB);
   const int64_t nb = (B + tile - 1) / tile;
   const int64_t rows = std::max<int64_t>(1, kSumChunk / tile);
   const int64_t nc = (C + rows - 1) / rows;
-  std::vector<T> part;
-  T* dst = out;  // one c-chunk: accumulate straight into the output
-  if (nc > 1) {
-    part.assign(A * nc * B, T(0));
-    dst = part.data();
-  } else {
+  if (nc == 0) {  // C == 0: empty groups, whose sums are 0
     std::fill(out, out + A * B, T(0));
+    return;
+  }
+  std::vector<T> part;
+  T* dst = out;  // one c-chunk: straight into the output
+  if (nc > 1) {
+    part.resize(A * nc * B);
+    dst = part.data();
   }
   at::parallel_for(0, A * nc * nb, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {

@@ -14,7 +14,7 @@ namespace fusedgan::cpu {
 struct PenaltyKernels {
   // sum of p[i]^2 over n contiguous elements, squares and partial sums in acc, returned as double.
   double (*sumsq)(const void* p, int64_t n, Dtype dt);
-  // acc_out[b] += sum_{r < rows} p[r * stride + b]^2 for b < width (acc_out: acc type).
+  // acc_out[b] = sum_{r < rows} p[r * stride + b]^2 for b < width (acc_out: acc type).
   void (*sumsq_cols)(const void* p, int64_t rows, int64_t stride, int64_t width, void* acc_out,
                      Dtype dt);
   // out[i] = f * g[i] for n contiguous elements (f: acc value passed as double, rounded to acc).

@@ -57,7 +57,7 @@ void sumsq_cols_t(const S* p, int64_t rows, int64_t stride, int64_t width, acc_t
   // Column block outer, rows inner: the sums stay in registers (rows is at most a few dozen).
   for (int64_t b = 0; b < width; b += kStep) {
     const int64_t cnt = std::min<int64_t>(kStep, width - b);
-    for (int k = 0; k < K; ++k) acc[k] = V::loadu(out + b + k * V::size(), lanes<V>(cnt, k));
+    for (int k = 0; k < K; ++k) acc[k] = V(acc_t<S>(0));
     for (int64_t r = 0; r < rows; ++r) {
       IO::load(p + r * stride + b, cnt, v);
       for (int k = 0; k < K; ++k) acc[k] = at::vec::fmadd(v[k], v[k], acc[k]);
