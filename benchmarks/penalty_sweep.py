@@ -4,9 +4,9 @@ A step is ``penalty(g).backward()`` on a leaf ``g`` (``g.grad`` cleared first), 
 runs it every iteration.  Providers: the fused backends available on the device (``cpu``;
 ``triton`` / ``cuda`` on a GPU), ``eager`` (``fusedgan.reference``) and ``compile``
 (``torch.compile`` of the reference).  ``floor`` (fp32/fp64 only) is no penalty at all but the
-three memory passes any implementation makes, as bare kernels with no autograd: a sum of squares
-(``torch.dot``, one read of ``g``) and a scaling into a fresh tensor (read ``g``, write the
-gradient).  ``floor_vs_compile`` = compile / floor is the most any three-pass implementation can
+three memory passes any implementation makes, as bare kernels with no autograd and no allocation:
+a sum of squares (``torch.dot``, one read of ``g``) and a scaling into a buffer allocated once
+(read ``g``, write a gradient-sized tensor).  ``floor_vs_compile`` = compile / floor is the most any three-pass implementation can
 gain over ``torch.compile`` on this machine (DESIGN.md section 2: three passes is the least traffic
 for forward + backward).
 
@@ -60,14 +60,17 @@ def make_steps(name: str, device: str) -> dict:
     steps["eager"] = lambda g: ref(g).backward()
     compiled = torch.compile(ref)
     steps["compile"] = lambda g: compiled(g).backward()
-    steps["floor"] = _floor_step
+    out = {}
+
+    def floor(g):
+        flat = g.detach().view(-1)
+        if "buf" not in out:  # written every step, allocated once: no page faults in the floor
+            out["buf"] = torch.empty_like(flat)
+        flat.dot(flat)  # forward: one read of g
+        torch.mul(flat, 2.0, out=out["buf"])  # backward: read g, write a gradient-sized buffer
+
+    steps["floor"] = floor
     return steps
-
-
-def _floor_step(g) -> None:
-    flat = g.detach().view(-1)
-    flat.dot(flat)  # forward: one read of g
-    flat * 2.0  # backward: read g, write a fresh gradient-sized tensor
 
 
 def time_step(step, g, device: str, reps: int) -> float:
