@@ -8,19 +8,23 @@
 // Scale s holds reals[s] and fakes[s] (any sizes; equal for rsgan).  Term t reads scale scales[t]
 // and the relativistic logit logits[t]: 0 = r - mf, 1 = f - mr, 2 = r - f, 3 = f - r; then it is
 // coefs[t] * reduce(w_t * elem_t(logit, label_values[t])) as in fusedgan::loss_terms, with
-// weights[t] (optional) shaped like the term's logit.  Reduction MEAN or SUM.  Returns
+// weights[t] (optional) shaped like the term's logit.  Reduction MEAN or SUM returns
 // [total, terms] (terms not differentiable), both in the acc dtype; with `stats`, also the
 // loss_terms_stats rows of the relativistic logits ([T, kStatCols], not differentiable).
-// `triton` runs the loss pass with fusedgan::triton_loss_terms(_stats) instead of
-// fusedgan::loss_terms(_stats) (the Triton backend; same schema, registered by Python).
+// Reduction NONE returns [values_0, ..., values_{T-1}, terms]: each term's per-element losses
+// (acc dtype, the logit's shape; no stats).  `triton` runs the loss pass with
+// fusedgan::triton_loss_terms(_stats) instead of fusedgan::loss_terms(_stats) (the Triton backend;
+// same schema, registered by Python).
 //
 // Forward: the means (one reduction per tensor), the relativistic logits, and ONE
-// fusedgan::loss_terms (or loss_terms_stats) call over every term of every scale, which returns each term's gradient G_t
-// with respect to its logit.  The gradient through the means is added here: for a term on
-// r - mf, d/dr = G_t and d/df_j = -sum(G_t) / N_f for every j (mf = mean f); symmetrically for
-// f - mr; for r - f, d/dr = G_t and d/df = -G_t.  Those full gradients are saved (in the inputs'
-// dtypes) and backward multiplies them by grad_output, as gan_loss does.  With grad mode on in
-// backward (create_graph=True), or when a weight needs a gradient, backward calls
+// fusedgan::loss_terms (or loss_terms_stats) call over every term of every scale, which returns
+// each term's gradient G_t with respect to its logit.  The gradient through the means is added
+// here (combine_grads): for a term on r - mf, d/dr = G_t and d/df_j = -sum(G_t) / N_f for every j
+// (mf = mean f); symmetrically for f - mr; for r - f, d/dr = G_t and d/df = -G_t.  MEAN / SUM:
+// those full gradients are saved (in the inputs' dtypes) and backward multiplies them by
+// grad_output, as gan_loss does.  NONE: G_t is saved, and backward combines G_t * grad_output_t
+// (elementwise, so the path through a mean is -sum(G_t * grad_output_t) / N).  With grad mode on
+// in backward (create_graph=True), or when a weight needs a gradient, backward calls
 // fusedgan::rel_gan_loss_exact_backward, a Python operator that differentiates the reference.
 #include <ATen/TensorOperators.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -46,13 +50,14 @@ using OptList = OptTensorList;
 
 using ExactFn = std::vector<Tensor>(at::TensorList, at::TensorList, const OptList&, at::IntArrayRef,
                                     at::IntArrayRef, at::IntArrayRef, at::ArrayRef<double>,
-                                    at::ArrayRef<double>, int64_t, const Tensor&, const c10::List<bool>&);
+                                    at::ArrayRef<double>, int64_t, const OptList&, const c10::List<bool>&);
 
 enum Logit : int64_t { R_MINUS_MF = 0, F_MINUS_MR = 1, R_MINUS_F = 2, F_MINUS_R = 3 };
 
 void check_args(at::TensorList reals, at::TensorList fakes, const OptList& weights,
                 at::IntArrayRef scales, at::IntArrayRef logits, at::IntArrayRef elems,
-                at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction) {
+                at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction,
+                bool stats) {
   const char* op = "fusedgan::rel_gan_loss";
   TORCH_CHECK(!reals.empty() && reals.size() == fakes.size(), op,
               ": needs one or more scales, the same number of reals and fakes");
@@ -60,9 +65,10 @@ void check_args(at::TensorList reals, at::TensorList fakes, const OptList& weigh
   TORCH_CHECK(T > 0 && logits.size() == T && elems.size() == T && label_values.size() == T &&
                   coefs.size() == T && weights.size() == T,
               op, ": scales, logits, elems, label_values, coefs and weights need one entry per term");
-  TORCH_CHECK(reduction == static_cast<int64_t>(Reduction::MEAN) ||
-                  reduction == static_cast<int64_t>(Reduction::SUM),
-              op, ": reduction must be MEAN (1) or SUM (2), got ", reduction);
+  TORCH_CHECK(reduction >= 0 && reduction < kNumReductions, op,
+              ": reduction must be NONE (0), MEAN (1) or SUM (2), got ", reduction);
+  TORCH_CHECK(!(stats && reduction == static_cast<int64_t>(Reduction::NONE)), op,
+              ": stats need reduction MEAN or SUM");
   for (size_t t = 0; t < T; ++t) {
     TORCH_CHECK(scales[t] >= 0 && scales[t] < static_cast<int64_t>(reals.size()), op,
                 ": scales[", t, "] = ", scales[t], " is out of range");
@@ -77,7 +83,65 @@ void check_args(at::TensorList reals, at::TensorList fakes, const OptList& weigh
 struct Forward {
   Tensor total, terms, stats;  // stats: defined when asked for
   std::vector<Tensor> grad_r, grad_f;  // full gradients (through the means), inputs' dtypes
+  std::vector<Tensor> values;          // reduction NONE: per-element losses of each term
+  std::vector<Tensor> logit_grads;     // reduction NONE: each term's gradient wrt its logit
 };
+
+// The full gradients with respect to reals and fakes from each term's gradient G_t with respect
+// to its relativistic logit: a term on r - mf gives G_t to r and -sum(G_t) / N_f to every f_j
+// (mf = mean f); symmetrically for f - mr; a term on r - f gives G_t to r and -G_t to f.  In the
+// inputs' shapes (a 0-dim contribution alone still needs it) and dtypes, contiguous.  r, f: the
+// inputs in the acc dtype.
+void combine_grads(at::TensorList reals, at::TensorList fakes, const std::vector<Tensor>& r,
+                   const std::vector<Tensor>& f, at::IntArrayRef scales, at::IntArrayRef logits,
+                   const std::vector<Tensor>& grads, std::vector<Tensor>& grad_r,
+                   std::vector<Tensor>& grad_f) {
+  const size_t S = reals.size();
+  std::vector<Tensor> gr(S), gf(S);
+  auto add = [](Tensor& acc_t, const Tensor& g) { acc_t = acc_t.defined() ? acc_t + g : g; };
+  for (size_t t = 0; t < scales.size(); ++t) {
+    const int64_t s = scales[t];
+    const Tensor& g = grads[t];
+    if (!g.defined()) continue;  // (backward of reduction NONE: no gradient for this output)
+    switch (logits[t]) {
+      case R_MINUS_MF:
+        add(gr[s], g);
+        add(gf[s], g.sum().neg().div(c10::Scalar(f[s].sym_numel())));
+        break;
+      case F_MINUS_MR:
+        add(gf[s], g);
+        add(gr[s], g.sum().neg().div(c10::Scalar(r[s].sym_numel())));
+        break;
+      case R_MINUS_F:
+        add(gr[s], g);
+        add(gf[s], -g);
+        break;
+      default:
+        add(gf[s], g);
+        add(gr[s], -g);
+        break;
+    }
+  }
+  auto finish = [](const Tensor& g, const Tensor& like, const Tensor& input) {
+    Tensor out = (g.defined() ? g : at::zeros({}, like.options())).expand_symint(input.sym_sizes());
+    return out.scalar_type() == input.scalar_type() ? out.contiguous() : out.to(input.scalar_type()).contiguous();
+  };
+  grad_r.clear();
+  grad_f.clear();
+  for (size_t s = 0; s < S; ++s) {
+    grad_r.push_back(finish(gr[s], r[s], reals[s]));
+    grad_f.push_back(finish(gf[s], f[s], fakes[s]));
+  }
+}
+
+// The inputs in the acc dtype.  (No .to() when the dtype is already right: an operator below
+// autograd must not hand an input back as an output, and to() would.)
+std::vector<Tensor> in_acc(at::TensorList xs) {
+  const at::ScalarType acc = xs[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  std::vector<Tensor> out;
+  for (const Tensor& t : xs) out.push_back(t.scalar_type() == acc ? t : t.to(acc));
+  return out;
+}
 
 Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& weights,
                     at::IntArrayRef scales, at::IntArrayRef logits, at::IntArrayRef elems,
@@ -86,14 +150,9 @@ Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& w
   const size_t S = reals.size(), T = scales.size();
   const at::ScalarType acc =
       reals[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  std::vector<Tensor> r(S), f(S), mr(S), mf(S);
-  // (No .to() when the dtype is already right: an operator below autograd must not hand an
-  // input back as an output, and to() would.)
   auto as_acc = [acc](const Tensor& t) { return t.scalar_type() == acc ? t : t.to(acc); };
-  for (size_t s = 0; s < S; ++s) {
-    r[s] = as_acc(reals[s]);
-    f[s] = as_acc(fakes[s]);
-  }
+  const std::vector<Tensor> r = in_acc(reals), f = in_acc(fakes);
+  std::vector<Tensor> mr(S), mf(S);
   std::vector<Tensor> x(T);
   for (size_t t = 0; t < T; ++t) {
     const int64_t s = scales[t];
@@ -132,42 +191,15 @@ Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& w
         loss_terms_op(triton).call(x, labels, w, elems, label_values, coefs, reduction, need);
     out.total = std::move(total);
     out.terms = std::move(terms);
+    out.values = std::move(values);  // per-element losses (reduction NONE), acc dtype
     grads = std::move(g);
   }
   if (!want_grads) return out;
-  std::vector<Tensor> gr(S), gf(S);
-  auto add = [](Tensor& acc_t, const Tensor& g) { acc_t = acc_t.defined() ? acc_t + g : g; };
-  for (size_t t = 0; t < T; ++t) {
-    const int64_t s = scales[t];
-    const Tensor& g = grads[t];
-    switch (logits[t]) {
-      case R_MINUS_MF:  // mf = mean f: every f_j gets -sum(g) / N_f
-        add(gr[s], g);
-        add(gf[s], g.sum().neg().div(c10::Scalar(f[s].sym_numel())));
-        break;
-      case F_MINUS_MR:
-        add(gf[s], g);
-        add(gr[s], g.sum().neg().div(c10::Scalar(r[s].sym_numel())));
-        break;
-      case R_MINUS_F:
-        add(gr[s], g);
-        add(gf[s], -g);
-        break;
-      default:
-        add(gf[s], g);
-        add(gr[s], -g);
-        break;
-    }
+  if (reduction == static_cast<int64_t>(Reduction::NONE)) {
+    out.logit_grads = std::move(grads);  // combined in backward, once grad_output is known
+    return out;
   }
-  // In the input's shape (a 0-dim contribution alone still needs it) and dtype, contiguous.
-  auto finish = [](const Tensor& g, const Tensor& like, const Tensor& input) {
-    Tensor out = (g.defined() ? g : at::zeros({}, like.options())).expand_symint(input.sym_sizes());
-    return out.scalar_type() == input.scalar_type() ? out.contiguous() : out.to(input.scalar_type()).contiguous();
-  };
-  for (size_t s = 0; s < S; ++s) {
-    out.grad_r.push_back(finish(gr[s], r[s], reals[s]));
-    out.grad_f.push_back(finish(gf[s], f[s], fakes[s]));
-  }
+  combine_grads(reals, fakes, r, f, scales, logits, grads, out.grad_r, out.grad_f);
   return out;
 }
 
@@ -193,8 +225,17 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
     }
     Forward fw = rel_forward(reals, fakes, weights, scales, logits, elems, label_values, coefs,
                              reduction, stats, triton, /*want_grads=*/true);
-    std::vector<Tensor> saved(fw.grad_r.begin(), fw.grad_r.end());
-    saved.insert(saved.end(), fw.grad_f.begin(), fw.grad_f.end());
+    const bool none = reduction == static_cast<int64_t>(Reduction::NONE);
+    // Saved: the full gradients (2S; MEAN / SUM) or each term's logit gradient (T; NONE), then
+    // the given tensors (for the exact backward).
+    std::vector<Tensor> saved;
+    if (none) {
+      saved = fw.logit_grads;
+    } else {
+      saved.assign(fw.grad_r.begin(), fw.grad_r.end());
+      saved.insert(saved.end(), fw.grad_f.begin(), fw.grad_f.end());
+    }
+    ctx->saved_data["n_lead"] = static_cast<int64_t>(saved.size());
     saved.insert(saved.end(), given.begin(), given.end());
     ctx->save_for_backward(saved);
     ctx->saved_data["S"] = S;
@@ -208,6 +249,12 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
     ctx->saved_data["coefs"] = coefs;
     ctx->saved_data["reduction"] = reduction;
     ctx->saved_data["aux_need_grad"] = aux_need_grad;
+    if (none) {  // [values of each term..., terms]
+      ctx->mark_non_differentiable({fw.terms});
+      variable_list out(fw.values.begin(), fw.values.end());
+      out.push_back(fw.terms);
+      return out;
+    }
     if (!stats) {
       ctx->mark_non_differentiable({fw.terms});
       return {fw.total, fw.terms};
@@ -219,21 +266,46 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const int64_t S = ctx->saved_data["S"].toInt();
     const variable_list saved = ctx->get_saved_variables();
-    const size_t num_given = saved.size() - 2 * static_cast<size_t>(S);
+    const size_t n_lead = static_cast<size_t>(ctx->saved_data["n_lead"].toInt());
+    const size_t num_given = saved.size() - n_lead;
+    const at::TensorList given(saved.data() + n_lead, num_given);
     variable_list grads(num_given + 10);  // given, then the 10 non-tensor arguments of forward
-    const Tensor& go = grad_outputs[0];
-    if (!go.defined()) return grads;
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const bool none = reduction == static_cast<int64_t>(Reduction::NONE);
+    const std::vector<int64_t> scales = ctx->saved_data["scales"].toIntVector();
+    const size_t n_out = none ? scales.size() : 1;  // the differentiable outputs
+    OptList gos;
+    bool any = false;
+    for (size_t i = 0; i < n_out; ++i) {
+      any = any || grad_outputs[i].defined();
+      gos.push_back(grad_outputs[i].defined() ? std::optional<Tensor>(grad_outputs[i]) : std::nullopt);
+    }
+    if (!any) return grads;
+    const std::vector<int64_t> logits = ctx->saved_data["logits"].toIntVector();
     const bool exact = at::GradMode::is_enabled() || ctx->saved_data["aux_need_grad"].toBool();
-    if (!exact) {
+    if (!exact && !none) {
       for (int64_t i = 0; i < 2 * S; ++i) {
-        if (ctx->needs_input_grad(i)) grads[i] = at::mul(saved[i], go);
+        if (ctx->needs_input_grad(i)) grads[i] = at::mul(saved[i], grad_outputs[0]);
+      }
+      return grads;
+    }
+    if (!exact) {  // NONE: each term's logit gradient times its elementwise grad_output, combined
+      std::vector<Tensor> h(scales.size());
+      for (size_t t = 0; t < scales.size(); ++t) {
+        if (grad_outputs[t].defined()) h[t] = saved[t] * grad_outputs[t];
+      }
+      const at::TensorList reals = given.slice(0, S), fakes = given.slice(S, S);
+      std::vector<Tensor> gr, gf;
+      combine_grads(reals, fakes, reals.vec(), fakes.vec(), scales, logits, h, gr, gf);
+      for (int64_t s = 0; s < S; ++s) {
+        if (ctx->needs_input_grad(s)) grads[s] = gr[s];
+        if (ctx->needs_input_grad(S + s)) grads[S + s] = gf[s];
       }
       return grads;
     }
     static const auto exact_op = c10::Dispatcher::singleton()
                                      .findSchemaOrThrow("fusedgan::rel_gan_loss_exact_backward", "")
                                      .typed<ExactFn>();
-    const at::TensorList given(saved.data() + 2 * S, num_given);
     OptList weights;
     size_t k = 2 * static_cast<size_t>(S);
     for (bool p : ctx->saved_data["present"].toBoolList()) {
@@ -242,10 +314,9 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
     c10::List<bool> wanted;
     for (size_t i = 0; i < num_given; ++i) wanted.push_back(ctx->needs_input_grad(i));
     auto exact_grads = exact_op.call(
-        given.slice(0, S), given.slice(S, S), weights, ctx->saved_data["scales"].toIntVector(),
-        ctx->saved_data["logits"].toIntVector(), ctx->saved_data["elems"].toIntVector(),
-        ctx->saved_data["label_values"].toDoubleVector(), ctx->saved_data["coefs"].toDoubleVector(),
-        ctx->saved_data["reduction"].toInt(), go, wanted);
+        given.slice(0, S), given.slice(S, S), weights, scales, logits,
+        ctx->saved_data["elems"].toIntVector(), ctx->saved_data["label_values"].toDoubleVector(),
+        ctx->saved_data["coefs"].toDoubleVector(), reduction, gos, wanted);
     for (size_t i = 0; i < num_given; ++i) {
       if (wanted[i]) grads[i] = exact_grads[i];
     }
@@ -260,9 +331,14 @@ std::vector<Tensor> rel_gan_loss_no_grad(at::TensorList reals, at::TensorList fa
                                          at::ArrayRef<double> label_values,
                                          at::ArrayRef<double> coefs, int64_t reduction, bool stats,
                                          bool triton) {
-  check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction);
+  check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction, stats);
   Forward fw = rel_forward(reals, fakes, weights, scales, logits, elems, label_values, coefs,
                            reduction, stats, triton, /*want_grads=*/false);
+  if (reduction == static_cast<int64_t>(Reduction::NONE)) {
+    std::vector<Tensor> out = fw.values;
+    out.push_back(fw.terms);
+    return out;
+  }
   if (stats) return {fw.total, fw.terms, fw.stats};
   return {fw.total, fw.terms};
 }
@@ -288,7 +364,7 @@ std::vector<Tensor> rel_gan_loss_autograd(at::TensorList reals, at::TensorList f
     return rel_gan_loss_no_grad(reals, fakes, weights, scales, logits, elems, label_values, coefs,
                                 reduction, stats, triton);
   }
-  check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction);
+  check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction, stats);
   return RelGanLossFunction::apply(at::TensorList(given), static_cast<int64_t>(reals.size()),
                                    present, scales.vec(), logits.vec(), elems.vec(),
                                    label_values.vec(), coefs.vec(), reduction, stats, triton);

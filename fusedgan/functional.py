@@ -217,14 +217,12 @@ def _rel_terms(kind: str, rows, r: Tensor, f: Tensor, fname: str, weights=(None,
     return out
 
 
-def _use_rel_op(rel: bool, backend: str, red: Reduction) -> bool:
-    """Relativistic kinds with a mean or sum go through ``fusedgan::rel_gan_loss`` (C++ autograd,
-    on any fused backend: for Triton its loss pass is ``triton_loss_terms``): the means, the
-    relativistic logits and the gradient through the means inside one operator.  Reduction
-    ``none`` (elementwise losses, whose gradient through the means needs the elementwise
-    grad_output) and builds without the extension compose them from torch ops instead."""
-    return rel and ops.HAS_REL_GAN_LOSS and red != Reduction.NONE and \
-        (backend in ops.NATIVE_AUTOGRAD_BACKENDS or backend == "triton")
+def _use_rel_op(rel: bool, backend: str) -> bool:
+    """Relativistic kinds go through ``fusedgan::rel_gan_loss`` (C++ autograd, on any fused
+    backend: for Triton its loss pass is ``triton_loss_terms``): the means, the relativistic
+    logits and the gradient through the means inside one operator.  A build without the C++
+    extension composes them from torch ops around one fused call instead."""
+    return rel and ops.HAS_REL_GAN_LOSS and (backend in ops.NATIVE_AUTOGRAD_BACKENDS or backend == "triton")
 
 
 def _rel_check(kind: str, r: Tensor, f: Tensor, fname: str) -> None:
@@ -431,7 +429,7 @@ def discriminator_loss(
 
     # Arguments are checked (and the terms built) whichever backend runs.
     terms, real_idx, fake_idx = [], [], []
-    rel_op = _use_rel_op(rel, name, red)
+    rel_op = _use_rel_op(rel, name)
     rel_args = _rel_op_args()
     for s, (r, f, c) in enumerate(zip(reals, fakes, factors)):
         if rel:
@@ -586,7 +584,7 @@ def generator_loss(
     simple = not (is_list or rel or return_per_scale)
 
     terms = []
-    rel_op = _use_rel_op(rel, name, red)
+    rel_op = _use_rel_op(rel, name)
     rel_args = _rel_op_args()
     for s, (f, c) in enumerate(zip(fakes, factors)):
         if rel:

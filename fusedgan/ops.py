@@ -204,7 +204,7 @@ if HAS_GAN_LOSS:
 
 _REL_EXACT_BACKWARD_SCHEMA = (
     "rel_gan_loss_exact_backward(Tensor[] reals, Tensor[] fakes, Tensor?[] weights, int[] scales, "
-    "int[] logits, int[] elems, float[] label_values, float[] coefs, int reduction, Tensor grad_output, "
+    "int[] logits, int[] elems, float[] label_values, float[] coefs, int reduction, Tensor?[] grad_outputs, "
     "bool[] wanted) -> Tensor[]"
 )
 
@@ -229,9 +229,11 @@ def rel_logits(reals, fakes, scales, logits):
 
 
 def rel_exact_backward(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
-                       grad_output, wanted):
-    """Gradients of rel_gan_loss's total for the given tensors (reals, fakes, present weights), by
-    differentiating the reference formulas: exact to every order."""
+                       grad_outputs, wanted):
+    """Gradients of rel_gan_loss's outputs for the given tensors (reals, fakes, present weights),
+    by differentiating the reference formulas: exact to every order.  ``grad_outputs``: one for
+    the total (MEAN / SUM), or one per term's per-element values (NONE; None where that output
+    got no gradient)."""
     create_graph = torch.is_grad_enabled()
     given = [*reals, *fakes, *[w for w in weights if w is not None]]
     with torch.enable_grad():
@@ -241,11 +243,14 @@ def rel_exact_backward(reals, fakes, weights, scales, logits, elems, label_value
         ws = [None if w is None else next(it) for w in weights]
         acc = _acc_dtype(reals[0].dtype)
         xs = rel_logits(alias[:S], alias[S:2 * S], scales, logits)
-        total, _, _ = reference.loss_terms(xs, [None] * len(xs), [None if w is None else w.to(acc) for w in ws],
-                                           elems, label_values, coefs, reduction)
+        total, _, values = reference.loss_terms(xs, [None] * len(xs), [None if w is None else w.to(acc) for w in ws],
+                                                elems, label_values, coefs, reduction)
+        outs, gos = ([total], grad_outputs) if reduction != int(Reduction.NONE) else (values, grad_outputs)
+        outs, gos = zip(*[(o, g) for o, g in zip(outs, gos) if g is not None]) if any(
+            g is not None for g in gos) else ((), ())
         targets = [a for a, w in zip(alias, wanted) if w]
-        got = iter(torch.autograd.grad(total, targets, grad_output, create_graph=create_graph, allow_unused=True)
-                   if targets else [])
+        got = iter(torch.autograd.grad(list(outs), targets, list(gos), create_graph=create_graph, allow_unused=True)
+                   if targets and outs else [None] * len(targets))
     out = []
     for t, w in zip(given, wanted):
         if not w:
@@ -259,7 +264,12 @@ def rel_exact_backward(reals, fakes, weights, scales, logits, elems, label_value
 def rel_gan_loss_fake(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
                       stats=False, triton=False):
     acc = _acc_dtype(reals[0].dtype)
-    out = [reals[0].new_empty((), dtype=acc), reals[0].new_empty((len(scales),), dtype=acc)]
+    terms = reals[0].new_empty((len(scales),), dtype=acc)
+    if reduction == int(Reduction.NONE):  # [values of each term..., terms]
+        return [(reals if code in (0, 2) else fakes)[s].new_empty(
+                    (reals if code in (0, 2) else fakes)[s].shape, dtype=acc)
+                for s, code in zip(scales, logits)] + [terms]
+    out = [reals[0].new_empty((), dtype=acc), terms]
     if stats:
         out.append(reals[0].new_empty((len(scales), reference.STAT_COLS), dtype=acc))
     return out

@@ -136,6 +136,42 @@ def test_one_fused_operator_call(kind, backend):
     assert ops == {"fusedgan::rel_gan_loss", kernel}
 
 
+@pytest.mark.parametrize("backend", fused_backends())
+@pytest.mark.parametrize("kind", REL)
+def test_reduction_none_in_one_operator(kind, backend):
+    """reduction='none' runs inside rel_gan_loss too: per-element losses out, and backward forms
+    the path through the means from the elementwise grad_output (-sum(G * go) / N).  Values
+    against the reference; gradcheck (random grad_output per element), gradgradcheck (the exact
+    backward); one output left without a gradient; a weight that needs a gradient."""
+    r = logits((3, 4), torch.float64, seed=1).requires_grad_(True)
+    f = logits((3, 4) if kind == "rsgan" else (5,), torch.float64, seed=2).requires_grad_(True)
+
+    def d(a, b, be=backend):
+        return fg.discriminator_loss(a, b, kind, reduction="none", backend=be)
+
+    def g(a, b, be=backend):
+        return fg.generator_loss(b, kind, real=a, reduction="none", backend=be)
+
+    kernel = "fusedgan::triton_loss_terms" if backend == "triton" else "fusedgan::loss_terms"
+    for fn in (d, g):
+        assert ran_ops(lambda: fn(r, f)) == {"fusedgan::rel_gan_loss", kernel}
+        assert backends.last_used() == backend
+        torch.testing.assert_close(fn(r, f), fn(r.detach(), f.detach(), "reference"))
+        torch.autograd.gradcheck(fn, (r, f))
+        torch.autograd.gradgradcheck(fn, (r, f))
+        if kind != "rsgan":  # only the first term's values get a gradient
+            go = torch.randn(r.shape, dtype=torch.float64)
+            got = torch.autograd.grad(fn(r, f)[0 if fn is d else 1], (r, f), go)
+            r2, f2 = r.detach().requires_grad_(True), f.detach().requires_grad_(True)
+            want = torch.autograd.grad(fn(r2, f2, "reference")[0 if fn is d else 1], (r2, f2), go)
+            for x, y in zip(got, want):
+                torch.testing.assert_close(x, y)
+    if kind != "rsgan":
+        w = torch.rand(3, 4, dtype=torch.float64, requires_grad=True)
+        torch.autograd.gradcheck(lambda a, b, c: fg.discriminator_loss(a, b, kind, reduction="none", real_weight=c,
+                                                                       backend=backend), (r, f, w))
+
+
 NATIVE = [b for b in fused_backends() if b in ("cpu", "cuda")]
 
 
@@ -183,9 +219,9 @@ def test_rel_operator_weight_gradient_is_exact(backend):
 def test_rel_operator_opcheck(backend):
     r = torch.randn(6, requires_grad=True)
     f = torch.randn(4, requires_grad=True)
-    args = ([r], [f], [None, None], [0, 0], [0, 1], [0, 0], [1.0, 0.0], [1.0, 1.0], 1)
-    for stats in (False, True):
-        torch.library.opcheck(torch.ops.fusedgan.rel_gan_loss, (*args, stats),
+    args = ([r], [f], [None, None], [0, 0], [0, 1], [0, 0], [1.0, 0.0], [1.0, 1.0])
+    for reduction, stats in ((1, False), (1, True), (0, False)):  # mean; mean with stats; none
+        torch.library.opcheck(torch.ops.fusedgan.rel_gan_loss, (*args, reduction, stats),
                               test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 

@@ -84,6 +84,11 @@ def test_relativistic_one_operator_call(kind):
 
 
 @pytest.mark.parametrize("kind", ["ragan", "rsgan"])
+def test_relativistic_reduction_none_in_one_operator(kind):
+    rel.test_reduction_none_in_one_operator(kind, T)
+
+
+@pytest.mark.parametrize("kind", ["ragan", "rsgan"])
 def test_relativistic_operator_gradcheck(kind):
     """fusedgan::rel_gan_loss running triton_loss_terms: gradcheck through the saved gradients
     (means included) and gradgradcheck (the exact backward), two scales, weights."""
