@@ -85,6 +85,9 @@ def _worker(rank: int, init_file: str, out_dir: str, fused: str):
             params, used = _train(backend, rank)
             result[backend] = (params, sorted(used))
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Every rank's last collectives finish before any rank tears the group down: without it
+        # gloo can abort a process at exit ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
