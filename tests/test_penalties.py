@@ -230,7 +230,9 @@ def test_ops_match_definition_and_opcheck(layout, dtype):
 
 @native
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("layout", [(4, 3, 1), (2, 3, 35), (1, 105, 1), (3, 20000, 1), (0, 5, 1), (2, 0, 3)])
+# (2, 3, 2500): several column tiles with a tail; (2, 9, 1500): more rows than one column task holds
+@pytest.mark.parametrize("layout", [(4, 3, 1), (2, 3, 35), (1, 105, 1), (3, 20000, 1), (0, 5, 1), (2, 0, 3),
+                                    (2, 3, 2500), (2, 9, 1500)])
 @pytest.mark.parametrize("kind, reduction", [(k, r) for k in ("gp", "gp-one-sided") for r in REDUCTIONS]
                          + [("r1", "mean")])  # r1 has one reduction: the batch mean
 def test_group_penalty_kernel_matches_composite_and_opcheck(kind, reduction, layout, dtype):

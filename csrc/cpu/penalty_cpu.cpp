@@ -239,11 +239,68 @@ void penalty_epilogue(const T* sumsq, int64_t groups, PenaltyKind kind, double c
   value[0] = static_cast<T>(reduction == Reduction::SUM ? total : total / static_cast<double>(groups));
 }
 
+// The gradient penalty over column groups (B > 1: the pixel norm) whose columns fit one task of
+// group_sumsq (C rows of a kTileB-column tile): each task sums its tile's columns into a buffer
+// that stays in L1 and runs the epilogue on it at once, so the [A, B] sums are never written to
+// memory and read back (a million groups for [64, 3, 128, 128]).  Tasks are (a, b-tile), fixed by
+// the shape; each leaves a double partial of the per-group values, added in order.
+template <class T>
+void column_penalty_fused(const at::Tensor& x, int64_t A, int64_t C, int64_t B, double center,
+                          bool one_sided, Reduction reduction, T* value, T* scale) {
+  const PenaltyKernels& k = kernels();
+  const Dtype dt = dtype_of(x, "group_penalty");
+  const Dtype acc = std::is_same_v<T, double> ? Dtype::F64 : Dtype::F32;
+  const size_t es = x.element_size();
+  const char* base = static_cast<const char*>(x.const_data_ptr());
+  const int64_t groups = A * B;
+  const bool none = reduction == Reduction::NONE;
+  const double mul = reduction == Reduction::MEAN
+                         ? static_cast<double>(static_cast<T>(1.0 / static_cast<double>(groups)))
+                         : 1.0;
+  const int64_t tile = std::min(B, kTileB);
+  const int64_t nb = (B + tile - 1) / tile;
+  std::vector<double> part(none ? 0 : A * nb);
+  at::parallel_for(0, A * nb, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> sums(tile), buf(none ? 0 : tile);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t a = t / nb, b0 = (t % nb) * tile, w = std::min(tile, B - b0);
+      k.sumsq_cols(base + (a * C * B + b0) * es, C, B, w, sums.data(), dt);
+      T* per = none ? value + a * B + b0 : buf.data();
+      const double total = k.gp_epilogue(sums.data(), w, center, one_sided, mul, per, scale + a * B + b0, acc);
+      if (!none) part[t] = total;
+    }
+  });
+  if (none) return;
+  double total = 0.0;
+  for (double p : part) total += p;
+  value[0] = static_cast<T>(reduction == Reduction::SUM ? total : total / static_cast<double>(groups));
+}
+
 std::tuple<at::Tensor, at::Tensor> group_penalty_cpu(const at::Tensor& g, int64_t A, int64_t C,
                                                      int64_t B, int64_t kind, double center,
                                                      bool one_sided, int64_t reduction,
                                                      double gamma, int64_t batch) {
   check_group_penalty_args(A, B, kind, reduction);
+  const bool columns = kind == static_cast<int64_t>(PenaltyKind::GP) && B > 1 && C > 0 && A > 0 &&
+                       C <= std::max<int64_t>(1, kSumChunk / std::min(B, kTileB));
+  if (columns) {
+    (void)dtype_of(g, "group_penalty");
+    check_layout(g, A, C, B, "group_penalty");
+    const at::ScalarType acc_st = g.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    const auto opts = g.options().dtype(acc_st);
+    const bool none = reduction == static_cast<int64_t>(Reduction::NONE);
+    at::Tensor value = none ? at::empty({A, B}, opts) : at::empty({}, opts);
+    at::Tensor scale = at::empty({A, B}, opts);
+    const at::Tensor x = g.contiguous();
+    auto run = [&](auto zero) {
+      using T = decltype(zero);
+      column_penalty_fused<T>(x, A, C, B, center, one_sided, static_cast<Reduction>(reduction),
+                              value.mutable_data_ptr<T>(), scale.mutable_data_ptr<T>());
+    };
+    if (acc_st == at::kDouble) run(double{});
+    else run(float{});
+    return {value, scale};
+  }
   const at::Tensor sumsq = group_sumsq_cpu(g, A, C, B);
   const bool none = reduction == static_cast<int64_t>(Reduction::NONE);
   at::Tensor value = none ? at::empty({A, B}, sumsq.options()) : at::empty({}, sumsq.options());

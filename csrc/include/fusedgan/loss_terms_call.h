@@ -26,27 +26,28 @@ using LossTermsStatsFn =
         at::TensorList, const OptTensorList&, const OptTensorList&, at::IntArrayRef,
         at::ArrayRef<double>, at::ArrayRef<double>, int64_t, const c10::List<bool>&);
 
-template <class Fn>
-const c10::TypedOperatorHandle<Fn> find_loss_terms_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>();
+// One cached handle per (operator, backend): kStats picks loss_terms_stats, `triton` the Triton twin.
+template <class Fn, bool kStats>
+const c10::TypedOperatorHandle<Fn>& loss_terms_handle(bool triton) {
+  constexpr const char* native = kStats ? "fusedgan::loss_terms_stats" : "fusedgan::loss_terms";
+  constexpr const char* twin = kStats ? "fusedgan::triton_loss_terms_stats" : "fusedgan::triton_loss_terms";
+  auto find = [](const char* name) {
+    return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>();
+  };
+  if (triton) {
+    static const auto op = find(twin);
+    return op;
+  }
+  static const auto op = find(native);
+  return op;
 }
 
 inline const c10::TypedOperatorHandle<LossTermsFn>& loss_terms_op(bool triton = false) {
-  if (triton) {
-    static const auto op = find_loss_terms_op<LossTermsFn>("fusedgan::triton_loss_terms");
-    return op;
-  }
-  static const auto op = find_loss_terms_op<LossTermsFn>("fusedgan::loss_terms");
-  return op;
+  return loss_terms_handle<LossTermsFn, false>(triton);
 }
 
 inline const c10::TypedOperatorHandle<LossTermsStatsFn>& loss_terms_stats_op(bool triton = false) {
-  if (triton) {
-    static const auto op = find_loss_terms_op<LossTermsStatsFn>("fusedgan::triton_loss_terms_stats");
-    return op;
-  }
-  static const auto op = find_loss_terms_op<LossTermsStatsFn>("fusedgan::loss_terms_stats");
-  return op;
+  return loss_terms_handle<LossTermsStatsFn, true>(triton);
 }
 
 }  // namespace fusedgan
