@@ -84,6 +84,11 @@ def test_relativistic_one_operator_call(kind):
 
 
 @pytest.mark.parametrize("kind", ["ragan", "rsgan"])
+def test_relativistic_composition_without_the_operator(kind, monkeypatch):
+    rel.test_composition_without_the_operator(kind, T, monkeypatch)
+
+
+@pytest.mark.parametrize("kind", ["ragan", "rsgan"])
 def test_relativistic_reduction_none_in_one_operator(kind):
     rel.test_reduction_none_in_one_operator(kind, T)
 
