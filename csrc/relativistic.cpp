@@ -90,12 +90,10 @@ struct Forward {
 // The full gradients with respect to reals and fakes from each term's gradient G_t with respect
 // to its relativistic logit: a term on r - mf gives G_t to r and -sum(G_t) / N_f to every f_j
 // (mf = mean f); symmetrically for f - mr; a term on r - f gives G_t to r and -G_t to f.  In the
-// inputs' shapes (a 0-dim contribution alone still needs it) and dtypes, contiguous.  r, f: the
-// inputs in the acc dtype.
-void combine_grads(at::TensorList reals, at::TensorList fakes, const std::vector<Tensor>& r,
-                   const std::vector<Tensor>& f, at::IntArrayRef scales, at::IntArrayRef logits,
-                   const std::vector<Tensor>& grads, std::vector<Tensor>& grad_r,
-                   std::vector<Tensor>& grad_f) {
+// inputs' shapes (a 0-dim contribution alone still needs it) and dtypes, contiguous.
+void combine_grads(at::TensorList reals, at::TensorList fakes, at::IntArrayRef scales,
+                   at::IntArrayRef logits, const std::vector<Tensor>& grads,
+                   std::vector<Tensor>& grad_r, std::vector<Tensor>& grad_f) {
   const size_t S = reals.size();
   std::vector<Tensor> gr(S), gf(S);
   auto add = [](Tensor& acc_t, const Tensor& g) { acc_t = acc_t.defined() ? acc_t + g : g; };
@@ -106,11 +104,11 @@ void combine_grads(at::TensorList reals, at::TensorList fakes, const std::vector
     switch (logits[t]) {
       case R_MINUS_MF:
         add(gr[s], g);
-        add(gf[s], g.sum().neg().div(c10::Scalar(f[s].sym_numel())));
+        add(gf[s], g.sum().neg().div(c10::Scalar(fakes[s].sym_numel())));
         break;
       case F_MINUS_MR:
         add(gf[s], g);
-        add(gr[s], g.sum().neg().div(c10::Scalar(r[s].sym_numel())));
+        add(gr[s], g.sum().neg().div(c10::Scalar(reals[s].sym_numel())));
         break;
       case R_MINUS_F:
         add(gr[s], g);
@@ -122,25 +120,16 @@ void combine_grads(at::TensorList reals, at::TensorList fakes, const std::vector
         break;
     }
   }
-  auto finish = [](const Tensor& g, const Tensor& like, const Tensor& input) {
-    Tensor out = (g.defined() ? g : at::zeros({}, like.options())).expand_symint(input.sym_sizes());
+  auto finish = [](const Tensor& g, const Tensor& input) {
+    Tensor out = (g.defined() ? g : at::zeros({}, input.options())).expand_symint(input.sym_sizes());
     return out.scalar_type() == input.scalar_type() ? out.contiguous() : out.to(input.scalar_type()).contiguous();
   };
   grad_r.clear();
   grad_f.clear();
   for (size_t s = 0; s < S; ++s) {
-    grad_r.push_back(finish(gr[s], r[s], reals[s]));
-    grad_f.push_back(finish(gf[s], f[s], fakes[s]));
+    grad_r.push_back(finish(gr[s], reals[s]));
+    grad_f.push_back(finish(gf[s], fakes[s]));
   }
-}
-
-// The inputs in the acc dtype.  (No .to() when the dtype is already right: an operator below
-// autograd must not hand an input back as an output, and to() would.)
-std::vector<Tensor> in_acc(at::TensorList xs) {
-  const at::ScalarType acc = xs[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  std::vector<Tensor> out;
-  for (const Tensor& t : xs) out.push_back(t.scalar_type() == acc ? t : t.to(acc));
-  return out;
 }
 
 Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& weights,
@@ -150,9 +139,14 @@ Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& w
   const size_t S = reals.size(), T = scales.size();
   const at::ScalarType acc =
       reals[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  std::vector<Tensor> r(S), f(S), mr(S), mf(S);
+  // (No .to() when the dtype is already right: an operator below autograd must not hand an
+  // input back as an output, and to() would.)
   auto as_acc = [acc](const Tensor& t) { return t.scalar_type() == acc ? t : t.to(acc); };
-  const std::vector<Tensor> r = in_acc(reals), f = in_acc(fakes);
-  std::vector<Tensor> mr(S), mf(S);
+  for (size_t s = 0; s < S; ++s) {
+    r[s] = as_acc(reals[s]);
+    f[s] = as_acc(fakes[s]);
+  }
   std::vector<Tensor> x(T);
   for (size_t t = 0; t < T; ++t) {
     const int64_t s = scales[t];
@@ -199,7 +193,7 @@ Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& w
     out.logit_grads = std::move(grads);  // combined in backward, once grad_output is known
     return out;
   }
-  combine_grads(reals, fakes, r, f, scales, logits, grads, out.grad_r, out.grad_f);
+  combine_grads(reals, fakes, scales, logits, grads, out.grad_r, out.grad_f);
   return out;
 }
 
@@ -296,7 +290,7 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
       }
       const at::TensorList reals = given.slice(0, S), fakes = given.slice(S, S);
       std::vector<Tensor> gr, gf;
-      combine_grads(reals, fakes, reals.vec(), fakes.vec(), scales, logits, h, gr, gf);
+      combine_grads(reals, fakes, scales, logits, h, gr, gf);
       for (int64_t s = 0; s < S; ++s) {
         if (ctx->needs_input_grad(s)) grads[s] = gr[s];
         if (ctx->needs_input_grad(S + s)) grads[S + s] = gf[s];

@@ -245,12 +245,12 @@ def rel_exact_backward(reals, fakes, weights, scales, logits, elems, label_value
         xs = rel_logits(alias[:S], alias[S:2 * S], scales, logits)
         total, _, values = reference.loss_terms(xs, [None] * len(xs), [None if w is None else w.to(acc) for w in ws],
                                                 elems, label_values, coefs, reduction)
-        outs, gos = ([total], grad_outputs) if reduction != int(Reduction.NONE) else (values, grad_outputs)
-        outs, gos = zip(*[(o, g) for o, g in zip(outs, gos) if g is not None]) if any(
-            g is not None for g in gos) else ((), ())
+        outs = values if reduction == int(Reduction.NONE) else [total]
+        used = [(o, g) for o, g in zip(outs, grad_outputs) if g is not None]
         targets = [a for a, w in zip(alias, wanted) if w]
-        got = iter(torch.autograd.grad(list(outs), targets, list(gos), create_graph=create_graph, allow_unused=True)
-                   if targets and outs else [None] * len(targets))
+        got = iter(torch.autograd.grad([o for o, _ in used], targets, [g for _, g in used],
+                                       create_graph=create_graph, allow_unused=True)
+                   if targets and used else [None] * len(targets))
     out = []
     for t, w in zip(given, wanted):
         if not w:

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <cstring>
 #include <vector>
 
@@ -202,18 +203,14 @@ at::Tensor group_scale_mul_cpu(const at::Tensor& g, const at::Tensor& scale,
 // depend on the thread count.
 constexpr int64_t kGroupGrain = 4096;
 
-// The penalty from the per-group sums of squares (fusedgan::group_penalty, docs/operators.md).
-// The pixel norm has a group per pixel (a million for [64, 3, 128, 128]), so the loop runs in
-// tasks of kGroupGrain groups, each leaving a double partial sum; the partials are added in order.
-template <class T>
-void penalty_epilogue(const T* sumsq, int64_t groups, PenaltyKind kind, double center, bool one_sided,
-                      Reduction reduction, double gamma, int64_t batch, T* value, T* scale) {
-  if (kind == PenaltyKind::R1) {  // one group: the whole tensor
-    const double s = groups ? static_cast<double>(sumsq[0]) : 0.0;
-    value[0] = static_cast<T>((gamma / 2) * (s / static_cast<double>(batch)));
-    if (groups) scale[0] = static_cast<T>(gamma / static_cast<double>(batch));
-    return;
-  }
+// The gradient penalty of `groups` groups in `ntask` tasks fixed by the shape: task t covers the
+// groups [i0, i0 + cnt) = range(t) (cnt <= max_cnt) and sums(t, buf) returns their sums of
+// squares (a pointer into an [A, B] sums tensor, or `buf`, a per-thread scratch of max_cnt).  Each
+// task runs the vectorised epilogue (gp_group of math.h) and leaves a double partial sum of the
+// per-group values; the partials are added in order, so the bits do not depend on the thread count.
+template <class T, class Range, class Sums>
+void gp_tasks(int64_t groups, int64_t ntask, int64_t max_cnt, Range range, Sums sums, double center,
+              bool one_sided, Reduction reduction, T* value, T* scale) {
   const bool none = reduction == Reduction::NONE;
   // MEAN: the scale of every group divided by the number of groups.
   const double mul = reduction == Reduction::MEAN
@@ -221,14 +218,14 @@ void penalty_epilogue(const T* sumsq, int64_t groups, PenaltyKind kind, double c
                          : 1.0;
   const Dtype acc = std::is_same_v<T, double> ? Dtype::F64 : Dtype::F32;
   const PenaltyKernels& k = kernels();
-  const int64_t ntask = (groups + kGroupGrain - 1) / kGroupGrain;
   std::vector<double> part(none ? 0 : ntask);
   at::parallel_for(0, ntask, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> buf(none ? 0 : kGroupGrain);  // per-group values, summed and dropped
+    std::vector<T> sbuf(max_cnt), buf(none ? 0 : max_cnt);  // per-group values, summed and dropped
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t i0 = t * kGroupGrain, cnt = std::min(groups - i0, kGroupGrain);
+      const auto [i0, cnt] = range(t);
+      const T* s = sums(t, sbuf.data());
       T* per = none ? value + i0 : buf.data();
-      const double total = k.gp_epilogue(sumsq + i0, cnt, center, one_sided, mul, per, scale + i0, acc);
+      const double total = k.gp_epilogue(s, cnt, center, one_sided, mul, per, scale + i0, acc);
       if (!none) part[t] = total;
     }
   });
@@ -239,41 +236,51 @@ void penalty_epilogue(const T* sumsq, int64_t groups, PenaltyKind kind, double c
   value[0] = static_cast<T>(reduction == Reduction::SUM ? total : total / static_cast<double>(groups));
 }
 
+// The penalty from the per-group sums of squares (fusedgan::group_penalty, docs/operators.md).
+// The pixel norm has a group per pixel (a million for [64, 3, 128, 128]), hence the tasks.
+template <class T>
+void penalty_epilogue(const T* sumsq, int64_t groups, PenaltyKind kind, double center, bool one_sided,
+                      Reduction reduction, double gamma, int64_t batch, T* value, T* scale) {
+  if (kind == PenaltyKind::R1) {  // one group: the whole tensor
+    const double s = groups ? static_cast<double>(sumsq[0]) : 0.0;
+    value[0] = static_cast<T>((gamma / 2) * (s / static_cast<double>(batch)));
+    if (groups) scale[0] = static_cast<T>(gamma / static_cast<double>(batch));
+    return;
+  }
+  gp_tasks<T>(
+      groups, (groups + kGroupGrain - 1) / kGroupGrain, kGroupGrain,
+      [&](int64_t t) {
+        const int64_t i0 = t * kGroupGrain;
+        return std::pair<int64_t, int64_t>(i0, std::min(groups - i0, kGroupGrain));
+      },
+      [&](int64_t t, T*) { return sumsq + t * kGroupGrain; }, center, one_sided, reduction, value, scale);
+}
+
 // The gradient penalty over column groups (B > 1: the pixel norm) whose columns fit one task of
-// group_sumsq (C rows of a kTileB-column tile): each task sums its tile's columns into a buffer
-// that stays in L1 and runs the epilogue on it at once, so the [A, B] sums are never written to
-// memory and read back (a million groups for [64, 3, 128, 128]).  Tasks are (a, b-tile), fixed by
-// the shape; each leaves a double partial of the per-group values, added in order.
+// group_sumsq (C rows of a kTileB-column tile): each (a, b-tile) task sums its tile's columns
+// into a scratch buffer that stays in L1 and runs the epilogue on it at once, so the [A, B] sums
+// are never written to memory and read back (a million groups for [64, 3, 128, 128]).
 template <class T>
 void column_penalty_fused(const at::Tensor& x, int64_t A, int64_t C, int64_t B, double center,
                           bool one_sided, Reduction reduction, T* value, T* scale) {
   const PenaltyKernels& k = kernels();
   const Dtype dt = dtype_of(x, "group_penalty");
-  const Dtype acc = std::is_same_v<T, double> ? Dtype::F64 : Dtype::F32;
   const size_t es = x.element_size();
   const char* base = static_cast<const char*>(x.const_data_ptr());
-  const int64_t groups = A * B;
-  const bool none = reduction == Reduction::NONE;
-  const double mul = reduction == Reduction::MEAN
-                         ? static_cast<double>(static_cast<T>(1.0 / static_cast<double>(groups)))
-                         : 1.0;
   const int64_t tile = std::min(B, kTileB);
   const int64_t nb = (B + tile - 1) / tile;
-  std::vector<double> part(none ? 0 : A * nb);
-  at::parallel_for(0, A * nb, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> sums(tile), buf(none ? 0 : tile);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t a = t / nb, b0 = (t % nb) * tile, w = std::min(tile, B - b0);
-      k.sumsq_cols(base + (a * C * B + b0) * es, C, B, w, sums.data(), dt);
-      T* per = none ? value + a * B + b0 : buf.data();
-      const double total = k.gp_epilogue(sums.data(), w, center, one_sided, mul, per, scale + a * B + b0, acc);
-      if (!none) part[t] = total;
-    }
-  });
-  if (none) return;
-  double total = 0.0;
-  for (double p : part) total += p;
-  value[0] = static_cast<T>(reduction == Reduction::SUM ? total : total / static_cast<double>(groups));
+  gp_tasks<T>(
+      A * B, A * nb, tile,
+      [&](int64_t t) {
+        const int64_t a = t / nb, b0 = (t % nb) * tile;
+        return std::pair<int64_t, int64_t>(a * B + b0, std::min(tile, B - b0));
+      },
+      [&](int64_t t, T* buf) {
+        const int64_t a = t / nb, b0 = (t % nb) * tile;
+        k.sumsq_cols(base + (a * C * B + b0) * es, C, B, std::min(tile, B - b0), buf, dt);
+        return static_cast<const T*>(buf);
+      },
+      center, one_sided, reduction, value, scale);
 }
 
 std::tuple<at::Tensor, at::Tensor> group_penalty_cpu(const at::Tensor& g, int64_t A, int64_t C,
@@ -281,38 +288,33 @@ std::tuple<at::Tensor, at::Tensor> group_penalty_cpu(const at::Tensor& g, int64_
                                                      bool one_sided, int64_t reduction,
                                                      double gamma, int64_t batch) {
   check_group_penalty_args(A, B, kind, reduction);
+  // Column groups whose rows fit one group_sumsq task take the one-pass path.
   const bool columns = kind == static_cast<int64_t>(PenaltyKind::GP) && B > 1 && C > 0 && A > 0 &&
                        C <= std::max<int64_t>(1, kSumChunk / std::min(B, kTileB));
+  at::Tensor sumsq;
   if (columns) {
-    (void)dtype_of(g, "group_penalty");
+    dtype_of(g, "group_penalty");
     check_layout(g, A, C, B, "group_penalty");
-    const at::ScalarType acc_st = g.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    const auto opts = g.options().dtype(acc_st);
-    const bool none = reduction == static_cast<int64_t>(Reduction::NONE);
-    at::Tensor value = none ? at::empty({A, B}, opts) : at::empty({}, opts);
-    at::Tensor scale = at::empty({A, B}, opts);
-    const at::Tensor x = g.contiguous();
-    auto run = [&](auto zero) {
-      using T = decltype(zero);
-      column_penalty_fused<T>(x, A, C, B, center, one_sided, static_cast<Reduction>(reduction),
-                              value.mutable_data_ptr<T>(), scale.mutable_data_ptr<T>());
-    };
-    if (acc_st == at::kDouble) run(double{});
-    else run(float{});
-    return {value, scale};
+  } else {
+    sumsq = group_sumsq_cpu(g, A, C, B);
   }
-  const at::Tensor sumsq = group_sumsq_cpu(g, A, C, B);
+  const auto opts = g.options().dtype(g.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
   const bool none = reduction == static_cast<int64_t>(Reduction::NONE);
-  at::Tensor value = none ? at::empty({A, B}, sumsq.options()) : at::empty({}, sumsq.options());
-  at::Tensor scale = at::empty({A, B}, sumsq.options());
-  auto run = [&](auto* s) {
-    using T = std::remove_const_t<std::remove_pointer_t<decltype(s)>>;
-    penalty_epilogue<T>(s, A * B, static_cast<PenaltyKind>(kind), center, one_sided,
-                        static_cast<Reduction>(reduction), gamma, batch, value.mutable_data_ptr<T>(),
-                        scale.mutable_data_ptr<T>());
+  at::Tensor value = none ? at::empty({A, B}, opts) : at::empty({}, opts);
+  at::Tensor scale = at::empty({A, B}, opts);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    if (columns) {
+      column_penalty_fused<T>(g.contiguous(), A, C, B, center, one_sided, static_cast<Reduction>(reduction),
+                              value.mutable_data_ptr<T>(), scale.mutable_data_ptr<T>());
+    } else {
+      penalty_epilogue<T>(sumsq.const_data_ptr<T>(), A * B, static_cast<PenaltyKind>(kind), center,
+                          one_sided, static_cast<Reduction>(reduction), gamma, batch,
+                          value.mutable_data_ptr<T>(), scale.mutable_data_ptr<T>());
+    }
   };
-  if (sumsq.scalar_type() == at::kDouble) run(sumsq.const_data_ptr<double>());
-  else run(sumsq.const_data_ptr<float>());
+  if (opts.dtype() == at::kDouble) run(double{});
+  else run(float{});
   return {value, scale};
 }
 
