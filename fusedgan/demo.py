@@ -135,20 +135,6 @@ def base_kind(loss: str) -> str:
     return {"wgan-gp": "wgan", "r1": "ns"}.get(loss, loss)
 
 
-def gradient_penalty(g: torch.Tensor) -> torch.Tensor:
-    """E_b (||g_b|| - 1)^2, fused when fusedgan provides it."""
-    if hasattr(fusedgan, "gradient_penalty"):
-        return fusedgan.gradient_penalty(g)
-    return ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
-
-
-def r1_penalty(g: torch.Tensor, gamma: float) -> torch.Tensor:
-    """(gamma/2) E_b sum(g_b^2) (StyleGAN2's R1), fused when fusedgan provides it."""
-    if hasattr(fusedgan, "r1_penalty"):
-        return fusedgan.r1_penalty(g, gamma=gamma)
-    return 0.5 * gamma * g.flatten(1).pow(2).sum(1).mean()
-
-
 def _input_grad(d: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x.detach().requires_grad_(True)
     (g,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)
@@ -159,9 +145,9 @@ def penalty(loss: str, d: nn.Module, real, fake, weight: float, gen: torch.Gener
     if loss == "wgan-gp":
         eps = torch.rand(real.shape[0], 1, generator=gen).to(real.device)
         x_hat = eps * real + (1 - eps) * fake.detach()
-        return weight * gradient_penalty(_input_grad(d, x_hat))
+        return weight * fusedgan.gradient_penalty(_input_grad(d, x_hat))
     if loss == "r1":
-        return r1_penalty(_input_grad(d, real), weight)
+        return fusedgan.r1_penalty(_input_grad(d, real), gamma=weight)
     return None
 
 
@@ -520,8 +506,6 @@ def _run(args) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "penalty_weight": main_run["penalty_weight"],
-        "fused_penalty": {"gradient_penalty": hasattr(fusedgan, "gradient_penalty"),
-                          "r1_penalty": hasattr(fusedgan, "r1_penalty")},
         "seconds": main_run["seconds"],
         "steps_per_s": main_run["steps_per_s"],
         "final": {"d_loss": float(main_run["d_curve"][-1]), "g_loss": float(main_run["g_curve"][-1])},
