@@ -7,7 +7,7 @@ runs it every iteration.  Providers: the fused backends available on the device 
 three memory passes any implementation makes, as bare kernels with no autograd and no allocation:
 a sum of squares (``torch.dot``, one read of ``g``) and a scaling into a buffer allocated once
 (read ``g``, write a gradient-sized tensor).  ``floor_vs_compile`` = compile / floor is the most any three-pass implementation can
-gain over ``torch.compile`` on this machine (DESIGN.md section 2: three passes is the least traffic
+gain over ``torch.compile`` on this machine (docs/design.md: three passes is the least traffic
 for forward + backward).
 
 Timings on a shared machine drift by 2x within minutes, so the providers are measured in

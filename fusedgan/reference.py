@@ -1,7 +1,7 @@
 """The specification: every fusedgan loss as plain, differentiable PyTorch.
 
 This module is the oracle of the test suite (evaluated in float64) and the ``"reference"``
-backend.  It is written from the formulas of the loss table (README / DESIGN.md section 3), not
+backend.  It is written from the formulas of the loss table (README.md, docs/losses.md), not
 from the element-function table the kernels use, so that a test comparing the two checks the
 table too.  Everything here is differentiable to any order.
 
