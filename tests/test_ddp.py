@@ -5,7 +5,7 @@ The D step has two shapes, as in StyleGAN2's lazy regularization: loss + R1 in o
 an R1-only backward.  The R1-only backward does not reach D's last bias (the input gradient of
 ``D`` does not depend on it); DDP (``find_unused_parameters=False``) would then wait for that
 gradient forever, so the penalty is tied to the logits with ``0 * logits.sum()`` (see
-README, "Using fusedgan in an existing codebase").
+docs/penalties.md, "DistributedDataParallel: the penalty-only backward").
 """
 from __future__ import annotations
 
