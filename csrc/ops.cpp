@@ -9,10 +9,11 @@
 //     total     = terms[0] + terms[1] + ...                             (acc dtype, 0-dim)
 //     grads[i]  = coefs[i] * scale * w * d elem/dx   if need_grad[i]    (x's shape and dtype)
 //     values[i] = coefs[i] * w * elem(x, t)          if reduction NONE  (x's shape and dtype)
-// Unwanted grads / values are empty [0] tensors.  Elements functions: fusedgan/math.h.
+// Unwanted grads / values are empty [0] tensors.  Element functions: fusedgan/math.h; codes:
+// fusedgan/codes.h (generated from fusedgan/codes.py).
 #include <torch/library.h>
 
-#include "fusedgan/math.h"
+#include "fusedgan/codes.h"
 #include "fusedgan/ops.h"
 
 // fusedgan::loss_terms_stats(<same arguments>) -> (total, terms, grads, values, stats): loss_terms
@@ -23,9 +24,18 @@ static constexpr const char* kLossTermsStatsSchema =
     "float[] label_values, float[] coefs, int reduction, bool[] need_grad) "
     "-> (Tensor total, Tensor terms, Tensor[] grads, Tensor[] values, Tensor stats)";
 
+// fusedgan::loss_grads(<loss_terms' arguments, with grad_outputs for need_grad>) -> grads: each
+// term's gradient times grad_outputs[i] (0-dim / one element: broadcast; else per element, for
+// reduction NONE), recomputed from the logits in one pass; an empty [0] tensor where
+// grad_outputs[i] is None.  The backward of gan_loss on GPUs (docs/operators.md).
+static constexpr const char* kLossGradsSchema =
+    "loss_grads(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, "
+    "float[] label_values, float[] coefs, int reduction, Tensor?[] grad_outputs) -> Tensor[]";
+
 TORCH_LIBRARY(fusedgan, m) {
   m.def(fusedgan::kLossTermsSchema, {at::Tag::pt2_compliant_tag});
   m.def(kLossTermsStatsSchema, {at::Tag::pt2_compliant_tag});
+  m.def(kLossGradsSchema, {at::Tag::pt2_compliant_tag});
 }
 
 // The Python module: introspection only, never on the hot path (ops go through torch.ops).
@@ -48,18 +58,10 @@ void empty_buffer_pool();
 
 namespace {
 
-pybind11::dict elem_codes() {
-  using fusedgan::Elem;
-  using fusedgan::Reduction;
+// Every code this build was compiled with (codes.h), for tests/test_codes.py.
+pybind11::dict codes() {
   pybind11::dict d;
-  d["elem.BCE"] = static_cast<int>(Elem::BCE);
-  d["elem.HALF_SQUARE"] = static_cast<int>(Elem::HALF_SQUARE);
-  d["elem.LINEAR"] = static_cast<int>(Elem::LINEAR);
-  d["elem.HINGE"] = static_cast<int>(Elem::HINGE);
-  d["elem.ABS"] = static_cast<int>(Elem::ABS);
-  d["reduction.NONE"] = static_cast<int>(Reduction::NONE);
-  d["reduction.MEAN"] = static_cast<int>(Reduction::MEAN);
-  d["reduction.SUM"] = static_cast<int>(Reduction::SUM);
+  for (const fusedgan::CodeEntry& e : fusedgan::kAllCodes) d[e.name] = e.value;
   return d;
 }
 
@@ -94,7 +96,7 @@ pybind11::dict build_info() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fusedgan native kernels; the operators live in torch.ops.fusedgan";
-  m.def("elem_codes", &elem_codes, "Elem and Reduction numbering of csrc/include/fusedgan/math.h");
+  m.def("codes", &codes, "Every code of csrc/include/fusedgan/codes.h, by name");
   m.def("build_info", &build_info, "What this build of fusedgan._C contains");
   m.def("group_penalty_composite", &fusedgan::group_penalty_composite,
         "fusedgan::group_penalty as tensor operations (the non-CPU kernel), for tests");

@@ -56,17 +56,23 @@ const c10::TypedOperatorHandle<SumsqFn>& sumsq_op() {
       c10::Dispatcher::singleton().findSchemaOrThrow("fusedgan::group_sumsq", "").typed<SumsqFn>();
   return op;
 }
-const c10::TypedOperatorHandle<ScaleMulFn>& scale_mul_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fusedgan::group_scale_mul", "")
-                             .typed<ScaleMulFn>();
+// The forward and backward kernels of gan_penalty, or (triton) their Triton twins, which share
+// the schemas and are registered by Python (fusedgan/ops.py) when fusedgan is imported.
+template <class Fn>
+const c10::TypedOperatorHandle<Fn>& handle(const char* name, const char* triton_name, bool triton) {
+  auto find = [](const char* n) { return c10::Dispatcher::singleton().findSchemaOrThrow(n, "").typed<Fn>(); };
+  if (triton) {
+    static const auto op = find(triton_name);
+    return op;
+  }
+  static const auto op = find(name);
   return op;
 }
-const c10::TypedOperatorHandle<PenaltyFn>& penalty_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fusedgan::group_penalty", "")
-                             .typed<PenaltyFn>();
-  return op;
+const c10::TypedOperatorHandle<ScaleMulFn>& scale_mul_op(bool triton) {
+  return handle<ScaleMulFn>("fusedgan::group_scale_mul", "fusedgan::triton_group_scale_mul", triton);
+}
+const c10::TypedOperatorHandle<PenaltyFn>& penalty_op(bool triton) {
+  return handle<PenaltyFn>("fusedgan::group_penalty", "fusedgan::triton_group_penalty", triton);
 }
 
 }  // namespace
@@ -109,10 +115,10 @@ struct GanPenaltyFunction : public torch::autograd::Function<GanPenaltyFunction>
   static Tensor forward(AutogradContext* ctx, const Tensor& g, int64_t A, int64_t C, int64_t B,
                         int64_t kind, double center, bool one_sided, int64_t reduction,
                         double gamma, int64_t batch, std::vector<int64_t> value_shape,
-                        std::string norm) {
+                        std::string norm, bool triton) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [value, scale] =
-        penalty_op().call(g, A, C, B, kind, center, one_sided, reduction, gamma, batch);
+        penalty_op(triton).call(g, A, C, B, kind, center, one_sided, reduction, gamma, batch);
     ctx->save_for_backward({g, scale});
     ctx->saved_data["layout"] = std::vector<int64_t>{A, C, B};
     ctx->saved_data["kind"] = kind;
@@ -121,6 +127,7 @@ struct GanPenaltyFunction : public torch::autograd::Function<GanPenaltyFunction>
     ctx->saved_data["reduction"] = reduction;
     ctx->saved_data["gamma"] = gamma;
     ctx->saved_data["norm"] = norm;
+    ctx->saved_data["triton"] = triton;
     return reduction == static_cast<int64_t>(Reduction::NONE) ? value.reshape(value_shape) : value;
   }
 
@@ -131,7 +138,7 @@ struct GanPenaltyFunction : public torch::autograd::Function<GanPenaltyFunction>
     Tensor go = grad_outputs[0];
     const int64_t kind = ctx->saved_data["kind"].toInt();
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
-    variable_list grads(12);
+    variable_list grads(13);  // g, then the 12 other arguments
     if (!go.defined() || !ctx->needs_input_grad(0)) return grads;
     if (at::GradMode::is_enabled()) {
       static const auto exact = c10::Dispatcher::singleton()
@@ -149,25 +156,27 @@ struct GanPenaltyFunction : public torch::autograd::Function<GanPenaltyFunction>
       scale = scale * go.reshape(scale.sizes());  // per-group grad_output folded into the scale
       go = at::ones({}, scale.options());
     }
-    grads[0] = scale_mul_op().call(g, scale, go, layout[0], layout[1], layout[2]);
+    grads[0] = scale_mul_op(ctx->saved_data["triton"].toBool()).call(g, scale, go, layout[0], layout[1], layout[2]);
     return grads;
   }
 };
 
 Tensor gan_penalty_autograd(const Tensor& g, int64_t A, int64_t C, int64_t B, int64_t kind,
                             double center, bool one_sided, int64_t reduction, double gamma,
-                            int64_t batch, at::IntArrayRef value_shape, c10::string_view norm) {
+                            int64_t batch, at::IntArrayRef value_shape, c10::string_view norm,
+                            bool triton) {
   return GanPenaltyFunction::apply(g, A, C, B, kind, center, one_sided, reduction, gamma, batch,
-                                   value_shape.vec(), std::string(norm));
+                                   value_shape.vec(), std::string(norm), triton);
 }
 
 // Below autograd (inference mode, tracing without autograd keys): the value only.
 Tensor gan_penalty_no_grad(const Tensor& g, int64_t A, int64_t C, int64_t B, int64_t kind,
                            double center, bool one_sided, int64_t reduction, double gamma,
-                           int64_t batch, at::IntArrayRef value_shape, c10::string_view norm) {
+                           int64_t batch, at::IntArrayRef value_shape, c10::string_view norm,
+                           bool triton) {
   (void)norm;
   auto [value, scale] =
-      penalty_op().call(g, A, C, B, kind, center, one_sided, reduction, gamma, batch);
+      penalty_op(triton).call(g, A, C, B, kind, center, one_sided, reduction, gamma, batch);
   return reduction == static_cast<int64_t>(Reduction::NONE) ? value.reshape(value_shape) : value;
 }
 
@@ -182,7 +191,7 @@ TORCH_LIBRARY_FRAGMENT(fusedgan, m) {
         "int reduction, float gamma, int batch) -> (Tensor value, Tensor scale)",
         {at::Tag::pt2_compliant_tag});
   m.def("gan_penalty(Tensor g, int A, int C, int B, int kind, float center, bool one_sided, "
-        "int reduction, float gamma, int batch, int[] value_shape, str norm) -> Tensor");
+        "int reduction, float gamma, int batch, int[] value_shape, str norm, bool triton=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fusedgan, CompositeExplicitAutograd, m) {

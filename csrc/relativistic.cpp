@@ -37,8 +37,8 @@
 #include <tuple>
 #include <vector>
 
+#include "fusedgan/codes.h"
 #include "fusedgan/loss_terms_call.h"
-#include "fusedgan/math.h"
 
 namespace fusedgan {
 namespace {
@@ -52,7 +52,9 @@ using ExactFn = std::vector<Tensor>(at::TensorList, at::TensorList, const OptLis
                                     at::IntArrayRef, at::IntArrayRef, at::ArrayRef<double>,
                                     at::ArrayRef<double>, int64_t, const OptList&, const c10::List<bool>&);
 
-enum Logit : int64_t { R_MINUS_MF = 0, F_MINUS_MR = 1, R_MINUS_F = 2, F_MINUS_R = 3 };
+constexpr int64_t R_MINUS_MF = static_cast<int64_t>(RelLogit::R_MINUS_MF);
+constexpr int64_t F_MINUS_MR = static_cast<int64_t>(RelLogit::F_MINUS_MR);
+constexpr int64_t R_MINUS_F = static_cast<int64_t>(RelLogit::R_MINUS_F);
 
 void check_args(at::TensorList reals, at::TensorList fakes, const OptList& weights,
                 at::IntArrayRef scales, at::IntArrayRef logits, at::IntArrayRef elems,
@@ -72,7 +74,8 @@ void check_args(at::TensorList reals, at::TensorList fakes, const OptList& weigh
   for (size_t t = 0; t < T; ++t) {
     TORCH_CHECK(scales[t] >= 0 && scales[t] < static_cast<int64_t>(reals.size()), op,
                 ": scales[", t, "] = ", scales[t], " is out of range");
-    TORCH_CHECK(logits[t] >= 0 && logits[t] <= 3, op, ": logits[", t, "] must be 0..3, got ", logits[t]);
+    TORCH_CHECK(logits[t] >= 0 && logits[t] < kNumRelLogits, op, ": logits[", t, "] must be in [0, ",
+                kNumRelLogits, "), got ", logits[t]);
     if (logits[t] >= R_MINUS_F) {
       TORCH_CHECK(reals[scales[t]].sym_sizes() == fakes[scales[t]].sym_sizes(), op,
                   ": pairwise logits (r - f) need real and fake of equal shapes");
@@ -92,7 +95,7 @@ struct Forward {
 // (mf = mean f); symmetrically for f - mr; a term on r - f gives G_t to r and -G_t to f.  In the
 // inputs' shapes (a 0-dim contribution alone still needs it) and dtypes, contiguous.
 void combine_grads(at::TensorList reals, at::TensorList fakes, at::IntArrayRef scales,
-                   at::IntArrayRef logits, const std::vector<Tensor>& grads,
+                   at::IntArrayRef logits, bool triton, const std::vector<Tensor>& grads,
                    std::vector<Tensor>& grad_r, std::vector<Tensor>& grad_f) {
   const size_t S = reals.size();
   std::vector<Tensor> gr(S), gf(S);
@@ -104,11 +107,11 @@ void combine_grads(at::TensorList reals, at::TensorList fakes, at::IntArrayRef s
     switch (logits[t]) {
       case R_MINUS_MF:
         add(gr[s], g);
-        add(gf[s], g.sum().neg().div(c10::Scalar(fakes[s].sym_numel())));
+        add(gf[s], fixed_order_sum(g, triton).neg().div(c10::Scalar(fakes[s].sym_numel())));
         break;
       case F_MINUS_MR:
         add(gf[s], g);
-        add(gr[s], g.sum().neg().div(c10::Scalar(reals[s].sym_numel())));
+        add(gr[s], fixed_order_sum(g, triton).neg().div(c10::Scalar(reals[s].sym_numel())));
         break;
       case R_MINUS_F:
         add(gr[s], g);
@@ -152,11 +155,11 @@ Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& w
     const int64_t s = scales[t];
     switch (logits[t]) {
       case R_MINUS_MF:
-        if (!mf[s].defined()) mf[s] = f[s].mean();
+        if (!mf[s].defined()) mf[s] = fixed_order_sum(f[s], triton, /*mean=*/true);
         x[t] = r[s] - mf[s];
         break;
       case F_MINUS_MR:
-        if (!mr[s].defined()) mr[s] = r[s].mean();
+        if (!mr[s].defined()) mr[s] = fixed_order_sum(r[s], triton, /*mean=*/true);
         x[t] = f[s] - mr[s];
         break;
       case R_MINUS_F: x[t] = r[s] - f[s]; break;
@@ -171,29 +174,19 @@ Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& w
     w.push_back(wt.has_value() && wt->defined() ? std::optional<Tensor>(as_acc(*wt)) : std::nullopt);
     need.push_back(want_grads);
   }
+  LossTermsOut o = call_loss_terms(triton, stats, x, labels, w, elems, label_values, coefs, reduction, need);
   Forward out;
-  std::vector<Tensor> grads;
-  if (stats) {
-    auto [total, terms, g, values, st] =
-        loss_terms_stats_op(triton).call(x, labels, w, elems, label_values, coefs, reduction, need);
-    out.total = std::move(total);
-    out.terms = std::move(terms);
-    out.stats = std::move(st);
-    grads = std::move(g);
-  } else {
-    auto [total, terms, g, values] =
-        loss_terms_op(triton).call(x, labels, w, elems, label_values, coefs, reduction, need);
-    out.total = std::move(total);
-    out.terms = std::move(terms);
-    out.values = std::move(values);  // per-element losses (reduction NONE), acc dtype
-    grads = std::move(g);
-  }
+  out.total = std::move(o.total);
+  out.terms = std::move(o.terms);
+  out.stats = std::move(o.stats);
+  out.values = std::move(o.values);  // per-element losses (reduction NONE), acc dtype
+  std::vector<Tensor> grads = std::move(o.grads);
   if (!want_grads) return out;
   if (reduction == static_cast<int64_t>(Reduction::NONE)) {
     out.logit_grads = std::move(grads);  // combined in backward, once grad_output is known
     return out;
   }
-  combine_grads(reals, fakes, scales, logits, grads, out.grad_r, out.grad_f);
+  combine_grads(reals, fakes, scales, logits, triton, grads, out.grad_r, out.grad_f);
   return out;
 }
 
@@ -243,6 +236,7 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
     ctx->saved_data["coefs"] = coefs;
     ctx->saved_data["reduction"] = reduction;
     ctx->saved_data["aux_need_grad"] = aux_need_grad;
+    ctx->saved_data["triton"] = triton;
     if (none) {  // [values of each term..., terms]
       ctx->mark_non_differentiable({fw.terms});
       variable_list out(fw.values.begin(), fw.values.end());
@@ -290,7 +284,7 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
       }
       const at::TensorList reals = given.slice(0, S), fakes = given.slice(S, S);
       std::vector<Tensor> gr, gf;
-      combine_grads(reals, fakes, scales, logits, h, gr, gf);
+      combine_grads(reals, fakes, scales, logits, ctx->saved_data["triton"].toBool(), h, gr, gf);
       for (int64_t s = 0; s < S; ++s) {
         if (ctx->needs_input_grad(s)) grads[s] = gr[s];
         if (ctx->needs_input_grad(S + s)) grads[S + s] = gf[s];

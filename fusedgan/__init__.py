@@ -3,9 +3,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import backends, compat, kinds, nn, ops, reference  # noqa: E402
+from . import codes, ops  # noqa: E402  (ops registers every operator, once)
+from . import backends, compat, kinds, nn, reference  # noqa: E402
 from .backends import available_backends, get_backend, set_backend, use_backend  # noqa: E402
 from .functional import discriminator_loss, feature_matching_loss, generator_loss  # noqa: E402
+from .plan import STAT_KEYS, GANLossResult  # noqa: E402
 from . import penalties  # noqa: E402
 from .penalties import (  # noqa: E402
     LazyRegularization,
@@ -22,7 +24,10 @@ from .kinds import KINDS  # noqa: E402
 from .info import info  # noqa: E402
 
 __all__ = [
+    "GANLossResult",
     "LazyRegularization",
+    "STAT_KEYS",
+    "codes",
     "dragan",
     "gradient_penalty",
     "penalties",

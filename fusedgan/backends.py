@@ -10,14 +10,13 @@ is reported by ``fusedgan.info()``.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import warnings
 from typing import Iterator, Optional
 
 import torch
 
-from . import _ext
+from . import _ext, ops
 
 NAMES = ("triton", "cuda", "cpu", "reference")
 
@@ -25,7 +24,6 @@ NAMES = ("triton", "cuda", "cpu", "reference")
 _stack: list = []  # use_backend blocks, innermost last; "auto" means automatic
 _global: Optional[str] = None
 _env: Optional[str] = None  # FUSEDGAN_BACKEND, read once at import
-_triton_ok: Optional[bool] = None
 _fallbacks_warned: set = set()
 _last_used: Optional[str] = None
 
@@ -42,24 +40,6 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _triton_ops_ok() -> bool:
-    global _triton_ok
-    if _triton_ok is None:
-        _triton_ok = _load_triton()
-    return _triton_ok
-
-
-def _load_triton() -> bool:
-    if importlib.util.find_spec("triton") is None:
-        return False
-    try:
-        from . import triton as _tr  # registers fusedgan::triton_loss_terms
-    except Exception as exc:  # noqa: BLE001
-        warnings.warn(f"fusedgan: Triton backend failed to load: {type(exc).__name__}: {exc}")
-        return False
-    return bool(getattr(_tr, "AVAILABLE", False))
-
-
 def can_run(name: str, device_type: str) -> bool:
     """Whether backend ``name`` can run on tensors of ``device_type`` in this process."""
     if name == "reference":
@@ -68,11 +48,11 @@ def can_run(name: str, device_type: str) -> bool:
         return device_type == "cpu" and _ext.HAS_CPU
     if name == "cuda":
         return device_type == "cuda" and _ext.HAS_CUDA
-    if name == "triton":
+    if name == "triton":  # registered by fusedgan.ops (needs Triton and the C++ autograd ops)
         if device_type == "cuda":
-            return _triton_ops_ok()
+            return ops.HAS_TRITON
         # Triton's interpreter runs kernels on CPU tensors: how the Triton path is tested in CI.
-        return device_type == "cpu" and triton_interpret() and _triton_ops_ok()
+        return device_type == "cpu" and triton_interpret() and ops.HAS_TRITON
     return False
 
 

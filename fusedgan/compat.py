@@ -1,6 +1,6 @@
 """Drop-in adoption: torch-compatible losses, torch patching and library-compatible GAN losses.
 
-Three things live here, all thin layers over the fused operator (``LossTermsFunction``):
+Three things live here, all thin layers over one plan of loss terms (``fusedgan.plan``):
 
 * ``binary_cross_entropy_with_logits`` / ``mse_loss`` and the modules ``BCEWithLogitsLoss`` /
   ``MSELoss``: torch's signatures and semantics (broadcasting, deprecated ``size_average`` /
@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch.nn import _reduction as _Reduction
 from torch.overrides import has_torch_function_variadic
 
-from . import backends, reference
-from .autograd import TermSpec, apply_loss_terms
-from .kinds import Elem, Reduction
+from . import backends
+from . import plan as P
+from .codes import Elem, Reduction
 
 Tensor = torch.Tensor
 
@@ -76,33 +76,14 @@ def _loss_terms(xs, labels, label_values, weights, elems, coefs, reduction):
     """``sum_i coef_i * reduce(w_i * elem_i(x_i, t_i))`` on the backend chosen for ``xs[0]``.
 
     Returns the 0-dim total (float32, float64 for float64 logits), or the list of per-element
-    values for ``Reduction.NONE``.
+    values for ``Reduction.NONE``.  A tensor passed twice (``pos_weight``'s two terms) gets each
+    term's gradient: the operator keeps the positions apart.
     """
-    name = backends.resolve(xs[0].device)
-    if name == "reference":
-        total, _, values = reference.loss_terms(list(xs), list(labels), list(weights), elems,
-                                                label_values, coefs, int(reduction))
-        return list(values) if reduction == Reduction.NONE else total
-    spec = TermSpec(name, tuple(int(e) for e in elems), tuple(float(v) for v in label_values),
-                    tuple(float(c) for c in coefs), int(reduction))
-    out = apply_loss_terms(spec, xs, labels, weights)
-    return list(out[:-1]) if reduction == Reduction.NONE else out[0]
-
-
-class _Twice(torch.autograd.Function):
-    """``x`` as two tensors whose gradients autograd keeps apart (then sums into ``x``).
-
-    Passing one tensor twice to ``LossTermsFunction`` would make its exact-recompute path (used
-    for double backward and label gradients) return the full gradient at both positions.
-    """
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x), x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g1, g2):
-        return g1 + g2
+    plan = P.terms_plan(elems, label_values, coefs, reduction)
+    out = P.execute(P.Bound(plan, (list(xs), list(labels), list(weights)), xs[0].device, xs[0].dtype), None)
+    if reduction == Reduction.NONE:
+        return [out] if plan.single else list(out)
+    return out
 
 
 def _fused_backend(device: torch.device) -> bool:
@@ -229,8 +210,7 @@ def binary_cross_entropy_with_logits(
         p = pos_weight.to(compute)
         w_pos = p * t if w is None else w * p * t
         w_neg = 1 - t if w is None else w * (1 - t)
-        x1, x2 = _Twice.apply(x) if x.requires_grad and torch.is_grad_enabled() else (x, x)
-        out = _loss_terms([x1, x2], [None, None], [1.0, 0.0],
+        out = _loss_terms([x, x], [None, None], [1.0, 0.0],
                           [_kernel_aux(w_pos, x), _kernel_aux(w_neg, x)],
                           [Elem.BCE, Elem.BCE], [1.0, 1.0], code)
     if code == Reduction.NONE:

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from . import _ext, backends, compat
+from . import _ext, backends, compat, ops
 
 
 def _version(pkg: str) -> str:
@@ -40,6 +40,7 @@ def info_dict() -> dict:
         "torch": torch.__version__,
         "triton": _version("triton"),
         "triton_interpret": backends.triton_interpret(),
+        "triton_ops": "registered" if ops.HAS_TRITON else f"not registered ({ops.TRITON_ERROR or 'no extension'})",
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "extension": _ext.build_info(),
         "available_backends": {d: backends.available_backends(d) for d in devices},
@@ -57,6 +58,7 @@ def info(file=None) -> dict:
         f"fusedgan {d['fusedgan']}  python {d['python']}  torch {d['torch']}  triton {d['triton']}",
         f"platform: {d['platform']}",
         f"CUDA device: {d['cuda_device'] or 'none'}   TRITON_INTERPRET: {d['triton_interpret']}",
+        f"Triton operators: {d['triton_ops']}",
     ]
     if ext.get("loaded"):
         lines.append(

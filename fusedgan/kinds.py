@@ -17,27 +17,15 @@ test checks that they agree.
 
 Relativistic kinds (``rsgan``, ``ragan``, ``ralsgan``, ``rahinge``) are rows of ``RELATIVISTIC``:
 each term applies an element function to a *relativistic logit* (``r - E f``, ``f - E r``, or the
-pairwise ``r - f`` / ``f - r``), which the functional layer forms before the one operator call.
+pairwise ``r - f`` / ``f - r``), which ``fusedgan::rel_gan_loss`` forms inside the operator.
+
+The numbers behind ``Elem``, ``Reduction`` and ``RelLogit`` live in ``fusedgan/codes.py``.
 """
 from __future__ import annotations
 
-import enum
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
-
-class Elem(enum.IntEnum):
-    BCE = 0
-    HALF_SQUARE = 1
-    LINEAR = 2
-    HINGE = 3
-    ABS = 4
-
-
-class Reduction(enum.IntEnum):
-    NONE = 0
-    MEAN = 1
-    SUM = 2
-
+from .codes import Elem, Reduction, RelLogit
 
 REDUCTIONS = {"none": Reduction.NONE, "mean": Reduction.MEAN, "sum": Reduction.SUM}
 
@@ -77,13 +65,11 @@ KINDS: dict[str, Kind] = {
 }
 
 class RelTerm(NamedTuple):
-    """One term of a relativistic loss: ``coef * E elem(logit, label)``.
+    """One term of a relativistic loss: ``coef * E elem(logit, label)``; ``logit`` is the
+    relativistic logit it reads (``RelLogit``: ``r - E f``, ``f - E r``, or pairwise ``r - f`` /
+    ``f - r`` of equal shapes)."""
 
-    ``logit`` names the relativistic logit: ``"r-mf"`` (``r - E f``), ``"f-mr"`` (``f - E r``),
-    ``"r-f"`` or ``"f-r"`` (pairwise, equal shapes).
-    """
-
-    logit: str
+    logit: RelLogit
     elem: Elem
     label: float
     coef: float = 1.0
@@ -96,19 +82,20 @@ class RelKind(NamedTuple):
 
 
 # Issue 5 section 2, as element functions.  ralsgan's (x - 1)^2 is 2 * HALF_SQUARE.
+_RMF, _FMR, _RF, _FR = RelLogit.R_MINUS_MF, RelLogit.F_MINUS_MR, RelLogit.R_MINUS_F, RelLogit.F_MINUS_R
 RELATIVISTIC: dict[str, RelKind] = {
     # D: E sp(-(r - f)) = E BCE(r - f, 1);  G: E sp(-(f - r))
-    "rsgan": RelKind((RelTerm("r-f", Elem.BCE, 1.0),), (RelTerm("f-r", Elem.BCE, 1.0),), True),
+    "rsgan": RelKind((RelTerm(_RF, Elem.BCE, 1.0),), (RelTerm(_FR, Elem.BCE, 1.0),), True),
     # D: E BCE(r - mf, 1) + E BCE(f - mr, 0);  G: E BCE(f - mr, 1) + E BCE(r - mf, 0)
-    "ragan": RelKind((RelTerm("r-mf", Elem.BCE, 1.0), RelTerm("f-mr", Elem.BCE, 0.0)),
-                     (RelTerm("f-mr", Elem.BCE, 1.0), RelTerm("r-mf", Elem.BCE, 0.0)), True),
+    "ragan": RelKind((RelTerm(_RMF, Elem.BCE, 1.0), RelTerm(_FMR, Elem.BCE, 0.0)),
+                     (RelTerm(_FMR, Elem.BCE, 1.0), RelTerm(_RMF, Elem.BCE, 0.0)), True),
     # D: E (r - mf - 1)^2 + E (f - mr + 1)^2;  G: E (f - mr - 1)^2 + E (r - mf + 1)^2
-    "ralsgan": RelKind((RelTerm("r-mf", Elem.HALF_SQUARE, 1.0, 2.0), RelTerm("f-mr", Elem.HALF_SQUARE, -1.0, 2.0)),
-                       (RelTerm("f-mr", Elem.HALF_SQUARE, 1.0, 2.0), RelTerm("r-mf", Elem.HALF_SQUARE, -1.0, 2.0)),
+    "ralsgan": RelKind((RelTerm(_RMF, Elem.HALF_SQUARE, 1.0, 2.0), RelTerm(_FMR, Elem.HALF_SQUARE, -1.0, 2.0)),
+                       (RelTerm(_FMR, Elem.HALF_SQUARE, 1.0, 2.0), RelTerm(_RMF, Elem.HALF_SQUARE, -1.0, 2.0)),
                        False),
     # D: E relu(1 - (r - mf)) + E relu(1 + (f - mr));  G: E relu(1 - (f - mr)) + E relu(1 + (r - mf))
-    "rahinge": RelKind((RelTerm("r-mf", Elem.HINGE, 1.0), RelTerm("f-mr", Elem.HINGE, -1.0)),
-                       (RelTerm("f-mr", Elem.HINGE, 1.0), RelTerm("r-mf", Elem.HINGE, -1.0)), False),
+    "rahinge": RelKind((RelTerm(_RMF, Elem.HINGE, 1.0), RelTerm(_FMR, Elem.HINGE, -1.0)),
+                       (RelTerm(_FMR, Elem.HINGE, 1.0), RelTerm(_RMF, Elem.HINGE, -1.0)), False),
 }
 
 # Kinds whose D(x) = sigmoid(logit) is a probability (training statistics report it).

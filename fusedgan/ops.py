@@ -1,135 +1,47 @@
-"""Operator layer: the registered kernels behind every fused loss.
+"""The operator registry: every ``fusedgan::`` operator in one table, registered in one place.
 
-``fusedgan::loss_terms`` (C++: CPU kernel, and CUDA kernel when built) and
-``fusedgan::triton_loss_terms`` (Triton) share one contract; see ``csrc/ops.cpp``:
+Three families, each with ONE autograd implementation in C++ (csrc/) that every fused backend
+shares; the device (or ``triton=True``) picks the kernel through the dispatcher:
 
-    loss_terms(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems,
-               float[] label_values, float[] coefs, int reduction, bool[] need_grad)
-        -> (Tensor total, Tensor terms, Tensor[] grads, Tensor[] values)
+| autograd op (C++)  | forward kernel                          | backward kernel                    |
+|--------------------|-----------------------------------------|------------------------------------|
+| ``gan_loss``       | ``loss_terms`` / ``loss_terms_stats``   | saved gradient, or ``loss_grads``  |
+| ``rel_gan_loss``   | ``loss_terms`` / ``loss_terms_stats``   | saved gradient                     |
+| ``gan_penalty``    | ``group_penalty``                       | ``group_scale_mul``                |
 
-Term i is ``coef_i * reduce_i(w * elem_i(x, t))``; ``grads[i]`` is its derivative with respect to
-``logits[i]``, already scaled by the reduction (empty when ``need_grad[i]`` is false); ``values``
-holds per-element losses for reduction NONE (else empty).  ``total`` (0-dim) and ``terms`` (1-D)
-are float32, or float64 for float64 logits.  Labels and weights, when tensors, have the logits'
-dtype and either one element or as many as the logits (contiguous).
+Each kernel op has a CPU and a CUDA implementation (C++) and a Triton twin ``triton_<name>`` with
+the same schema.  Derivatives of every order go through the ``*_exact_backward`` ops below, which
+differentiate the reference formulas.  The contracts: docs/operators.md.
 
-``fusedgan::loss_terms_stats`` / ``fusedgan::triton_loss_terms_stats``: the same arguments, and
-one more output ``stats`` (``[n, STAT_COLS]`` = ``[n, 4]``, acc dtype): per term the unweighted
-sums of ``x``, ``sigmoid(x)``, ``[x > 0]`` and ``[x < 0]`` from the same pass (docs/operators.md).
+``OPS`` lists every operator with its reference (the contract in differentiable PyTorch: the
+tests' fp64 oracle, and what the ``reference`` backend runs for the autograd ops) and its fake
+(abstract) implementation.  ``_register()`` runs once, when fusedgan is imported: fakes, the
+Python-implemented ops and the Triton ops, so that no call depends on what was imported before.
+tests/test_ops.py runs the same three checks on every entry: correctness against the fp64
+reference, gradcheck/gradgradcheck through the autograd ops, and ``torch.library.opcheck``.
 """
 from __future__ import annotations
+
+import importlib.util
+from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
 from . import _ext, reference
-from .kinds import Reduction
+from .codes import STAT_COLS, PenaltyKind, Reduction, RelLogit, acc_dtype
 
+_NONE = int(Reduction.NONE)
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def loss_terms_fake(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
-    """Shapes and dtypes of the operator's outputs (its fake / meta implementation)."""
-    x0 = logits[0]
-    acc = _acc_dtype(x0.dtype)
-    total = x0.new_empty((), dtype=acc)
-    terms = x0.new_empty((len(logits),), dtype=acc)
-    grads = [x.new_empty(x.shape) if ng else x.new_empty((0,)) for x, ng in zip(logits, need_grad)]
-    values = [x.new_empty(x.shape) if reduction == Reduction.NONE else x.new_empty((0,)) for x in logits]
-    return total, terms, grads, values
-
-
-if _ext.HAS_CPU or _ext.HAS_CUDA:
-    torch.library.register_fake("fusedgan::loss_terms")(loss_terms_fake)
-
-
-def loss_terms_stats_fake(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
-    """``loss_terms_fake`` plus ``stats``: ``[n, STAT_COLS]`` in the acc dtype."""
-    total, terms, grads, values = loss_terms_fake(logits, labels, weights, elems, label_values, coefs,
-                                                  reduction, need_grad)
-    return total, terms, grads, values, terms.new_empty((len(logits), reference.STAT_COLS))
-
-
-def _has_native(op: str, key: str) -> bool:
-    try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key(f"fusedgan::{op}", key)
-    except RuntimeError:  # an extension built before the operator existed
-        return False
-
-
-# loss_terms_stats (training statistics from the loss pass), when this build defines it.
-HAS_STATS_CPU = _ext._C is not None and _has_native("loss_terms_stats", "CPU")
-HAS_STATS_CUDA = _ext._C is not None and _has_native("loss_terms_stats", "CUDA")
-if HAS_STATS_CPU or HAS_STATS_CUDA:
-    torch.library.register_fake("fusedgan::loss_terms_stats")(loss_terms_stats_fake)
-
-
-def native_op():
-    return torch.ops.fusedgan.loss_terms
-
-
-def triton_op():
-    from . import triton as _triton  # noqa: F401  (registers the operator on first use)
-
-    return torch.ops.fusedgan.triton_loss_terms
-
-
-# Backends whose backward recomputes the gradient (see autograd.py) instead of saving it.
-RECOMPUTE_BACKENDS = frozenset({"triton"})
-
-
-def loss_grads(backend, logits, labels, weights, elems, label_values, coefs, reduction, grad_outputs):
-    """Gradients times ``grad_outputs[i]`` (None: no gradient for term i), recomputed from logits."""
-    if backend != "triton":
-        raise ValueError(f"backend: {backend!r} has no gradient-recompute operator")
-    triton_op()
-    return torch.ops.fusedgan.triton_loss_grads(
-        logits, labels, weights, elems, label_values, coefs, int(reduction), grad_outputs
-    )
-
-
-def loss_terms(backend, logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
-    """Run the fused operator of ``backend`` ("cpu", "cuda" or "triton")."""
-    if backend == "triton":
-        op = triton_op()
-    elif backend in ("cpu", "cuda"):
-        op = native_op()
-    else:
-        raise ValueError(f"backend: {backend!r} has no fused operator")
-    return op(logits, labels, weights, elems, label_values, coefs, int(reduction), need_grad)
-
-
-def loss_terms_stats(backend, logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
-    """``loss_terms`` plus ``stats`` (per term: sums of x, sigmoid(x), [x > 0], [x < 0]) from the
-    same pass."""
-    if backend == "triton":
-        triton_op()
-        op = torch.ops.fusedgan.triton_loss_terms_stats
-    elif backend in ("cpu", "cuda"):
-        if not (HAS_STATS_CPU if backend == "cpu" else HAS_STATS_CUDA):
-            raise RuntimeError(f"backend: this build of fusedgan._C has no {backend} kernel for "
-                               "fusedgan::loss_terms_stats (return_stats=True); rebuild, or use "
-                               "backend='reference'")
-        op = torch.ops.fusedgan.loss_terms_stats
-    else:
-        raise ValueError(f"backend: {backend!r} has no fused operator")
-    return op(logits, labels, weights, elems, label_values, coefs, int(reduction), need_grad)
-
-
-def reference_loss_terms_stats(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
-    """The ``loss_terms_stats`` contract evaluated by the reference."""
-    out = reference_loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad)
-    stats = torch.stack([reference.logit_sums(x.reshape(-1)) for x in logits])
-    return (*out, stats)
+# ---------------------------------------------------------------------------------------------
+# References: each operator's contract restated with fusedgan.reference (differentiable).
 
 
 def reference_loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
-    """The operator contract evaluated by the reference (differentiating with autograd)."""
+    """``loss_terms``: (total, terms, grads, values), gradients by autograd."""
     with torch.enable_grad():
         xs = [x.detach().requires_grad_(True) for x in logits]
         total, terms, values = reference.loss_terms(xs, labels, weights, elems, label_values, coefs, reduction)
-        if reduction == Reduction.NONE:
+        if reduction == _NONE:
             gs = torch.autograd.grad(values, xs, [torch.ones_like(v) for v in values], allow_unused=True)
         else:
             gs = torch.autograd.grad(total, xs, allow_unused=True)
@@ -139,145 +51,342 @@ def reference_loss_terms(logits, labels, weights, elems, label_values, coefs, re
             grads.append(x.new_empty((0,)))
         else:
             grads.append(torch.zeros_like(x) if g is None else g.to(x.dtype).contiguous())
-    if reduction != Reduction.NONE:
+    if reduction != _NONE:
         values = [x.new_empty((0,)) for x in logits]
     return total.detach(), terms.detach(), grads, [v.detach() for v in values]
 
 
-# -- exact backward of fusedgan::gan_loss (the C++ autograd entry point, csrc/autograd.cpp) ------
-# Called from C++ backward when grad mode is on (create_graph=True) or a label/weight needs a
-# gradient: it differentiates the reference formulas, so derivatives of every order are exact.
-
-_EXACT_BACKWARD_SCHEMA = (
-    "loss_terms_exact_backward(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, "
-    "float[] label_values, float[] coefs, int reduction, Tensor?[] grad_outputs, bool[] wanted) -> Tensor[]"
-)
+def _logit_stats(xs) -> torch.Tensor:
+    return torch.stack([reference.logit_sums(x.reshape(-1)) for x in xs])
 
 
-def exact_backward(logits, labels, weights, elems, label_values, coefs, reduction, grad_outputs, wanted):
-    n = len(logits)
-    create_graph = torch.is_grad_enabled()
-    with torch.enable_grad():
-        # One alias per argument position: a tensor passed twice gets each position's partial.
-        inputs = [None if t is None else t.view_as(t) for t in (*logits, *labels, *weights)]
-        targets = [t for t, w in zip(inputs, wanted) if t is not None and w]
-        total, _, values = reference.loss_terms(
-            inputs[:n], inputs[n : 2 * n], inputs[2 * n :], elems, label_values, coefs, reduction
-        )
-        if reduction == Reduction.NONE:
-            pairs = [(v.reshape(x.shape), g) for v, x, g in zip(values, logits, grad_outputs) if g is not None]
-        else:
-            pairs = [(total, grad_outputs[0])] if grad_outputs[0] is not None else []
-        got = []
-        if pairs and targets:
-            outs, gos = zip(*pairs)
-            got = list(torch.autograd.grad(outs, targets, gos, create_graph=create_graph, allow_unused=True))
-    got = iter(got)
-    result = []
-    for t, w in zip((*logits, *labels, *weights), wanted):
-        if t is None or not w:
-            result.append(logits[0].new_empty((0,)))
-            continue
-        g = next(got, None)
-        result.append(torch.zeros_like(t) if g is None else g.to(t.dtype))
-    return result
+def reference_loss_terms_stats(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
+    """``loss_terms_stats``: ``loss_terms`` plus the statistics rows of the logits."""
+    out = reference_loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad)
+    return (*out, _logit_stats(logits))
 
 
-def gan_loss_fake(logits, labels, weights, elems, label_values, coefs, reduction):
-    total, terms, _, values = loss_terms_fake(logits, labels, weights, elems, label_values, coefs, reduction,
-                                              [False] * len(logits))
-    return [*values, terms] if reduction == Reduction.NONE else [total, terms]
+def reference_loss_grads(logits, labels, weights, elems, label_values, coefs, reduction, grad_outputs):
+    """``loss_grads``: each term's gradient times its grad_output (empty where that is None)."""
+    _, _, grads, _ = reference_loss_terms(logits, labels, weights, elems, label_values, coefs, reduction,
+                                          [go is not None for go in grad_outputs])
+    return [g if go is None else (g.to(acc_dtype(g.dtype)) * go.to(acc_dtype(g.dtype))).to(g.dtype)
+            for g, go in zip(grads, grad_outputs)]
 
 
-HAS_GAN_LOSS = (_ext.HAS_CPU or _ext.HAS_CUDA) and _has_native("gan_loss", "Autograd")
-# Backends whose autograd runs in C++ (fusedgan::gan_loss); the others use autograd.py's Function.
-NATIVE_AUTOGRAD_BACKENDS = frozenset({"cpu", "cuda"} if HAS_GAN_LOSS else ())
-
-if HAS_GAN_LOSS:
-    _lib = torch.library.Library("fusedgan", "FRAGMENT")
-    _lib.define(_EXACT_BACKWARD_SCHEMA)
-    _lib.impl("loss_terms_exact_backward", exact_backward, "CompositeImplicitAutograd")
-    torch.library.register_fake("fusedgan::gan_loss")(gan_loss_fake)
-
-
-# -- fusedgan::rel_gan_loss (csrc/relativistic.cpp): the relativistic kinds in one operator ------
-
-_REL_EXACT_BACKWARD_SCHEMA = (
-    "rel_gan_loss_exact_backward(Tensor[] reals, Tensor[] fakes, Tensor?[] weights, int[] scales, "
-    "int[] logits, int[] elems, float[] label_values, float[] coefs, int reduction, Tensor?[] grad_outputs, "
-    "bool[] wanted) -> Tensor[]"
-)
-
-
-# The relativistic logits, by name (kinds.py's RelTerm.logit) and by the operator's code.
-REL_LOGIT_CODES = {"r-mf": 0, "f-mr": 1, "r-f": 2, "f-r": 3}
-_REL_LOGIT_NAMES = {v: k for k, v in REL_LOGIT_CODES.items()}
-
-
-def rel_logit(name: str, r, f, mr, mf):
-    """``r - mf``, ``f - mr``, ``r - f`` or ``f - r`` (``mr``/``mf`` may be None when unused)."""
-    return {"r-mf": lambda: r - mf, "f-mr": lambda: f - mr, "r-f": lambda: r - f, "f-r": lambda: f - r}[name]()
+def reference_gan_loss(logits, labels, weights, elems, label_values, coefs, reduction, stats=False, triton=False):
+    """``gan_loss`` (differentiable): [total, terms] or [values..., terms], then stats if asked."""
+    total, terms, values = reference.loss_terms(list(logits), list(labels), list(weights), elems, label_values,
+                                                coefs, reduction)
+    out = list(values) if reduction == _NONE else [total]
+    out.append(terms.detach())
+    if stats:
+        out.append(_logit_stats([x.detach() for x in logits]))
+    return out
 
 
 def rel_logits(reals, fakes, scales, logits):
     """The relativistic logit of every term of rel_gan_loss, in the acc dtype."""
-    acc = _acc_dtype(reals[0].dtype)
+    acc = acc_dtype(reals[0].dtype)
     r = [x.to(acc) for x in reals]
     f = [x.to(acc) for x in fakes]
     mr, mf = [x.mean() for x in r], [x.mean() for x in f]
-    return [rel_logit(_REL_LOGIT_NAMES[code], r[s], f[s], mr[s], mf[s]) for s, code in zip(scales, logits)]
+    pick = {RelLogit.R_MINUS_MF: lambda s: r[s] - mf[s], RelLogit.F_MINUS_MR: lambda s: f[s] - mr[s],
+            RelLogit.R_MINUS_F: lambda s: r[s] - f[s], RelLogit.F_MINUS_R: lambda s: f[s] - r[s]}
+    return [pick[RelLogit(code)](s) for s, code in zip(scales, logits)]
 
 
-def rel_exact_backward(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
-                       grad_outputs, wanted):
-    """Gradients of rel_gan_loss's outputs for the given tensors (reals, fakes, present weights),
-    by differentiating the reference formulas: exact to every order.  ``grad_outputs``: one for
-    the total (MEAN / SUM), or one per term's per-element values (NONE; None where that output
-    got no gradient)."""
-    create_graph = torch.is_grad_enabled()
-    given = [*reals, *fakes, *[w for w in weights if w is not None]]
+def _rel_loss_terms(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction):
+    xs = rel_logits(reals, fakes, scales, logits)
+    acc = xs[0].dtype
+    ws = [None if w is None else w.to(acc) for w in weights]
+    return xs, reference.loss_terms(xs, [None] * len(xs), ws, elems, label_values, coefs, reduction)
+
+
+def reference_rel_gan_loss(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
+                           stats=False, triton=False):
+    """``rel_gan_loss`` (differentiable): the relativistic logits, then ``gan_loss``'s outputs."""
+    xs, (total, terms, values) = _rel_loss_terms(reals, fakes, weights, scales, logits, elems, label_values,
+                                                 coefs, reduction)
+    out = list(values) if reduction == _NONE else [total]
+    out.append(terms.detach())
+    if stats:
+        out.append(_logit_stats([x.detach() for x in xs]))
+    return out
+
+
+def _group_values(g, A, C, B, kind, center, one_sided, gamma, batch):
+    """Per-group penalty values [A, B] from the sums of squares s (returned too, for its gradient)."""
+    s = g.detach().to(acc_dtype(g.dtype)).reshape(A, C, B).square().sum(1).requires_grad_(True)
+    if kind == PenaltyKind.R1:
+        return s, (gamma / 2) * s / batch
+    d = reference.safe_sqrt(s) - center
+    return s, (torch.relu(d) if one_sided else d).square()
+
+
+def reference_group_penalty(g, A, C, B, kind, center, one_sided, reduction, gamma, batch):
+    """``group_penalty``: (value, scale) with ``scale = d value / d g / g`` per group (0 at g = 0)."""
     with torch.enable_grad():
-        alias = [t.view_as(t) if t.requires_grad else t.detach().requires_grad_(bool(w)) for t, w in zip(given, wanted)]
-        S = len(reals)
-        it = iter(alias[2 * S:])
-        ws = [None if w is None else next(it) for w in weights]
-        acc = _acc_dtype(reals[0].dtype)
-        xs = rel_logits(alias[:S], alias[S:2 * S], scales, logits)
-        total, _, values = reference.loss_terms(xs, [None] * len(xs), [None if w is None else w.to(acc) for w in ws],
-                                                elems, label_values, coefs, reduction)
-        outs = values if reduction == int(Reduction.NONE) else [total]
-        used = [(o, g) for o, g in zip(outs, grad_outputs) if g is not None]
-        targets = [a for a, w in zip(alias, wanted) if w]
-        got = iter(torch.autograd.grad([o for o, _ in used], targets, [g for _, g in used],
-                                       create_graph=create_graph, allow_unused=True)
-                   if targets and used else [None] * len(targets))
+        s, per = _group_values(g, A, C, B, kind, center, one_sided, gamma, batch)
+        value = per if reduction == _NONE else per.sum() if reduction == int(Reduction.SUM) else per.mean()
+        (ds,) = torch.autograd.grad(value if reduction != _NONE else per.sum(), s)
+    return value.detach(), 2 * ds  # d value / d g = d value / d s * 2 g
+
+
+def reference_group_sumsq(g, A, C, B):
+    return g.to(acc_dtype(g.dtype)).reshape(A, C, B).square().sum(1)
+
+
+def reference_group_scale_mul(g, scale, grad_output, A, C, B):
+    acc = acc_dtype(g.dtype)
+    s = scale.to(acc).reshape(A, 1, B) * grad_output.to(acc).reshape(())
+    return (s * g.to(acc).reshape(A, C, B)).reshape(g.shape).to(g.dtype)
+
+
+def reference_gan_penalty(g, A, C, B, kind, center, one_sided, reduction, gamma, batch, value_shape, norm,
+                          triton=False):
+    """``gan_penalty`` (differentiable): the reference penalty of ``g``."""
+    if kind == PenaltyKind.R1:
+        return reference.r1_penalty(g, gamma)
+    red = {int(r): r.name.lower() for r in Reduction}[reduction]
+    return reference.gradient_penalty(g, center=center, one_sided=one_sided, norm=norm, reduction=red)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact backward ops: called by the C++ autograd Functions when backward runs with grad mode on
+# (create_graph=True) or a label / weight needs a gradient.  They differentiate the references,
+# so every derivative of every order is exact.
+
+
+def _alias(t, want):
+    """A fresh graph leaf (or a view keeping an existing graph) for each argument position: a
+    tensor passed twice gets each position's partial gradient."""
+    if t is None:
+        return None
+    return t.view_as(t) if t.requires_grad else t.detach().requires_grad_(bool(want))
+
+
+def _grads_for(given, wanted, outs, grad_outputs, create_graph):
+    """d outs / d given (where wanted) with grad_outputs; zeros where unused, empty where not wanted."""
+    used = [(o, g) for o, g in zip(outs, grad_outputs) if g is not None]
+    targets = [t for t, w in zip(given, wanted) if t is not None and w]
+    got = iter(torch.autograd.grad([o for o, _ in used], targets, [g for _, g in used],
+                                   create_graph=create_graph, allow_unused=True) if used and targets
+               else [None] * len(targets))
     out = []
     for t, w in zip(given, wanted):
-        if not w:
-            out.append(t.new_empty((0,)))
+        if t is None or not w:
+            out.append(torch.empty((0,)) if t is None else t.new_empty((0,)))
             continue
         g = next(got)
         out.append(torch.zeros_like(t) if g is None else g.to(t.dtype))
     return out
 
 
+def exact_backward(logits, labels, weights, elems, label_values, coefs, reduction, grad_outputs, wanted):
+    create_graph = torch.is_grad_enabled()
+    given = [*logits, *labels, *weights]
+    with torch.enable_grad():
+        alias = [_alias(t, w) for t, w in zip(given, wanted)]
+        n = len(logits)
+        total, _, values = reference.loss_terms(alias[:n], alias[n:2 * n], alias[2 * n:], elems, label_values,
+                                                coefs, reduction)
+        outs = [v.reshape(x.shape) for v, x in zip(values, logits)] if reduction == _NONE else [total]
+        return _grads_for(alias, wanted, outs, grad_outputs, create_graph)
+
+
+def rel_exact_backward(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
+                       grad_outputs, wanted):
+    """Gradients for the given tensors (reals, fakes, present weights); ``grad_outputs``: one for
+    the total (MEAN / SUM) or one per term's values (NONE; None where unused)."""
+    create_graph = torch.is_grad_enabled()
+    given = [*reals, *fakes, *[w for w in weights if w is not None]]
+    with torch.enable_grad():
+        alias = [_alias(t, w) for t, w in zip(given, wanted)]
+        S = len(reals)
+        it = iter(alias[2 * S:])
+        ws = [None if w is None else next(it) for w in weights]
+        _, (total, _, values) = _rel_loss_terms(alias[:S], alias[S:2 * S], ws, scales, logits, elems,
+                                                label_values, coefs, reduction)
+        return _grads_for(alias, wanted, values if reduction == _NONE else [total], grad_outputs, create_graph)
+
+
+def penalty_exact_backward(g, grad_output, kind, center, one_sided, norm, reduction, gamma):
+    """d value / d g * grad_output by differentiating the reference (every order exact)."""
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        gi = _alias(g, True)
+        value = reference_gan_penalty(gi, 0, 0, 0, kind, center, one_sided, reduction, gamma, 0, (), norm)
+        (grad,) = torch.autograd.grad(value, gi, grad_output.to(value.dtype), create_graph=create_graph)
+    return grad.to(g.dtype)
+
+
+_PYTHON_OPS = {
+    "loss_terms_exact_backward": (
+        "loss_terms_exact_backward(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, "
+        "float[] label_values, float[] coefs, int reduction, Tensor?[] grad_outputs, bool[] wanted) -> Tensor[]",
+        exact_backward),
+    "rel_gan_loss_exact_backward": (
+        "rel_gan_loss_exact_backward(Tensor[] reals, Tensor[] fakes, Tensor?[] weights, int[] scales, "
+        "int[] logits, int[] elems, float[] label_values, float[] coefs, int reduction, "
+        "Tensor?[] grad_outputs, bool[] wanted) -> Tensor[]",
+        rel_exact_backward),
+    "penalty_exact_backward": (
+        "penalty_exact_backward(Tensor g, Tensor grad_output, int kind, float center, bool one_sided, "
+        "str norm, int reduction, float gamma) -> Tensor",
+        penalty_exact_backward),
+}
+
+# ---------------------------------------------------------------------------------------------
+# Fakes: output shapes and dtypes without computing (torch.compile, meta tensors).
+
+
+def loss_terms_fake(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
+    x0 = logits[0]
+    acc = acc_dtype(x0.dtype)
+    total = x0.new_empty((), dtype=acc)
+    terms = x0.new_empty((len(logits),), dtype=acc)
+    grads = [x.new_empty(x.shape) if ng else x.new_empty((0,)) for x, ng in zip(logits, need_grad)]
+    values = [x.new_empty(x.shape) if reduction == _NONE else x.new_empty((0,)) for x in logits]
+    return total, terms, grads, values
+
+
+def loss_terms_stats_fake(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
+    total, terms, grads, values = loss_terms_fake(logits, labels, weights, elems, label_values, coefs,
+                                                  reduction, need_grad)
+    return total, terms, grads, values, terms.new_empty((len(logits), STAT_COLS))
+
+
+def loss_grads_fake(logits, labels, weights, elems, label_values, coefs, reduction, grad_outputs):
+    return [x.new_empty(x.shape) if go is not None else x.new_empty((0,)) for x, go in zip(logits, grad_outputs)]
+
+
+def gan_loss_fake(logits, labels, weights, elems, label_values, coefs, reduction, stats=False, triton=False):
+    total, terms, _, values = loss_terms_fake(logits, labels, weights, elems, label_values, coefs, reduction,
+                                              [False] * len(logits))
+    out = [*values, terms] if reduction == _NONE else [total, terms]
+    return out + [terms.new_empty((len(logits), STAT_COLS))] if stats else out
+
+
 def rel_gan_loss_fake(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
                       stats=False, triton=False):
-    acc = _acc_dtype(reals[0].dtype)
+    acc = acc_dtype(reals[0].dtype)
     terms = reals[0].new_empty((len(scales),), dtype=acc)
-    if reduction == int(Reduction.NONE):  # [values of each term..., terms]
-        return [(reals if code in (0, 2) else fakes)[s].new_empty(
-                    (reals if code in (0, 2) else fakes)[s].shape, dtype=acc)
-                for s, code in zip(scales, logits)] + [terms]
-    out = [reals[0].new_empty((), dtype=acc), terms]
-    if stats:
-        out.append(reals[0].new_empty((len(scales), reference.STAT_COLS), dtype=acc))
-    return out
+    reads_real = (int(RelLogit.R_MINUS_MF), int(RelLogit.R_MINUS_F))
+    if reduction == _NONE:  # [values of each term..., terms]: each in its logit's shape
+        out = [(reals if code in reads_real else fakes)[s].new_empty(
+                   (reals if code in reads_real else fakes)[s].shape, dtype=acc)
+               for s, code in zip(scales, logits)] + [terms]
+    else:
+        out = [reals[0].new_empty((), dtype=acc), terms]
+    return out + [terms.new_empty((len(scales), STAT_COLS))] if stats else out
 
 
-HAS_REL_GAN_LOSS = _ext._C is not None and _has_native("rel_gan_loss", "Autograd")
-if HAS_REL_GAN_LOSS:
-    _rel_lib = torch.library.Library("fusedgan", "FRAGMENT")
-    _rel_lib.define(_REL_EXACT_BACKWARD_SCHEMA)
-    _rel_lib.impl("rel_gan_loss_exact_backward", rel_exact_backward, "CompositeImplicitAutograd")
-    torch.library.register_fake("fusedgan::rel_gan_loss")(rel_gan_loss_fake)
+def group_sumsq_fake(g, A, C, B):
+    return g.new_empty((A, B), dtype=acc_dtype(g.dtype))
+
+
+def group_scale_mul_fake(g, scale, grad_output, A, C, B):
+    return g.new_empty(g.shape)
+
+
+def group_penalty_fake(g, A, C, B, kind, center, one_sided, reduction, gamma, batch):
+    acc = acc_dtype(g.dtype)
+    value = g.new_empty((A, B) if reduction == _NONE else (), dtype=acc)
+    return value, g.new_empty((A, B), dtype=acc)
+
+
+def gan_penalty_fake(g, A, C, B, kind, center, one_sided, reduction, gamma, batch, value_shape, norm,
+                     triton=False):
+    return g.new_empty(tuple(value_shape) if reduction == _NONE else (), dtype=acc_dtype(g.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry.
+
+
+class OpInfo(NamedTuple):
+    name: str  # the operator is torch.ops.fusedgan.<name>
+    reference: Callable  # its contract in differentiable PyTorch
+    fake: Optional[Callable]  # C++ ops' abstract implementation (Triton ops trace their launcher)
+    autograd: bool  # an autograd op: gradcheck and gradgradcheck apply
+    impl: str  # "cpp" (csrc/), "triton" (fusedgan/triton/, needs Triton) or "python" (this module)
+
+
+def _table() -> Dict[str, OpInfo]:
+    kernels = {  # name: (reference, fake); each has a Triton twin triton_<name>
+        "loss_terms": (reference_loss_terms, loss_terms_fake),
+        "loss_terms_stats": (reference_loss_terms_stats, loss_terms_stats_fake),
+        "loss_grads": (reference_loss_grads, loss_grads_fake),
+        "group_sumsq": (reference_group_sumsq, group_sumsq_fake),
+        "group_scale_mul": (reference_group_scale_mul, group_scale_mul_fake),
+        "group_penalty": (reference_group_penalty, group_penalty_fake),
+    }
+    table = {}
+    for name, (ref, fake) in kernels.items():
+        table[name] = OpInfo(name, ref, fake, False, "cpp")
+        table["triton_" + name] = OpInfo("triton_" + name, ref, None, False, "triton")
+    for name, ref, fake in (("gan_loss", reference_gan_loss, gan_loss_fake),
+                            ("rel_gan_loss", reference_rel_gan_loss, rel_gan_loss_fake),
+                            ("gan_penalty", reference_gan_penalty, gan_penalty_fake)):
+        table[name] = OpInfo(name, ref, fake, True, "cpp")
+    for name, (_, fn) in _PYTHON_OPS.items():
+        table[name] = OpInfo(name, fn, None, False, "python")
+    return table
+
+
+OPS: Dict[str, OpInfo] = _table()
+AUTOGRAD_OPS = ("gan_loss", "rel_gan_loss", "gan_penalty")
+
+
+def has_kernel(name: str, key: str) -> bool:
+    """Whether ``fusedgan::<name>`` is registered with a kernel for dispatch key ``key``."""
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"fusedgan::{name}", key)
+    except RuntimeError:  # not registered
+        return False
+
+
+def schema(name: str) -> str:
+    """The C++ schema of ``fusedgan::<name>`` without its name: what its Triton twin registers."""
+    text = str(getattr(torch.ops.fusedgan, name).default._schema)
+    return text[len(f"fusedgan::{name}"):]
+
+
+TRITON_ERROR: Optional[str] = None  # why the Triton operators are not registered, if they are not
+
+
+def _register_triton() -> bool:
+    global TRITON_ERROR
+    if importlib.util.find_spec("triton") is None:
+        TRITON_ERROR = "triton is not installed"
+        return False
+    try:
+        from .triton import launchers
+    except Exception as exc:  # noqa: BLE001 - any failure means "no Triton backend"
+        TRITON_ERROR = f"{type(exc).__name__}: {exc}"
+        return False
+    from torch.library import triton_op
+
+    for name, fn in launchers().items():
+        triton_op(f"fusedgan::triton_{name}", mutates_args=(), schema=schema(name))(fn)
+    return True
+
+
+def _register() -> bool:
+    """Register everything once; returns whether the Triton operators are registered."""
+    if _ext._C is None:  # no C++ autograd ops: only the reference backend runs
+        return False
+    lib = torch.library.Library("fusedgan", "FRAGMENT")
+    for name, (text, fn) in _PYTHON_OPS.items():
+        lib.define(text)
+        lib.impl(name, fn, "CompositeImplicitAutograd")
+    _LIBS.append(lib)
+    for op in OPS.values():
+        if op.fake is not None and hasattr(torch.ops.fusedgan, op.name):
+            torch.library.register_fake(f"fusedgan::{op.name}")(op.fake)
+    return _register_triton()
+
+
+_LIBS: list = []  # the Library objects must live as long as the process
+HAS_TRITON = _register()

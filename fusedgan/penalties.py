@@ -4,17 +4,13 @@ The penalties act on a gradient tensor ``g`` (``[B, ...]``), usually
 ``torch.autograd.grad(D(x).sum(), x, create_graph=True)[0]``; their backward flows into ``g`` and
 from there, through the double backward, into D's parameters.
 
-Operators (contract: docs/operators.md).  ``g`` is viewed as ``[A, C, B]`` with one penalty group
-per column ``g[a, :, b]``::
-
-    group_penalty(g, A, C, B, ...) -> (value, scale)              forward: one read of g
-    group_scale_mul(g, scale, grad_output, A, C, B) -> grad_g     backward: one read, one write
-
-``group_penalty`` is ``group_sumsq`` (the per-group sums of squares) followed by the penalty and
-the per-group ``scale = d penalty / d g / g``; forward saves only ``g`` and ``scale``.  The native
-backends (``cpu``, ``cuda``) run the whole Function in C++ (``fusedgan::gan_penalty``,
-csrc/penalty.cpp), Triton runs ``GroupPenaltyFunction`` below.  With ``create_graph=True`` the
-backward recomputes through ``fusedgan.reference`` so higher-order gradients stay exact.
+Every fused backend runs the one penalty operator ``fusedgan::gan_penalty`` (C++ autograd,
+csrc/penalty.cpp): ``g`` is viewed as ``[A, C, B]`` with one penalty group per column
+``g[a, :, b]``; forward is one ``group_penalty`` kernel (sums of squares, then the per-group
+penalty, its ``scale = d penalty / d g / g`` and the reduction in the reduction's second stage),
+backward one ``group_scale_mul`` pass.  The ``reference`` backend runs ``fusedgan.reference``.  With
+``create_graph=True`` the backward recomputes through the reference, so higher-order gradients
+stay exact.  Contracts: docs/operators.md.
 
 | function | per group | default reduction |
 |---|---|---|
@@ -28,128 +24,25 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
-from . import _ext, backends, ops, reference
-from .kinds import Reduction
+from . import plan as P
+from . import reference
+from .codes import PenaltyKind, Reduction
+from .kinds import reduction_code
 
 Tensor = torch.Tensor
 
 NORMS = reference.PENALTY_NORMS
 REDUCTIONS = ("mean", "sum", "none")
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _has_native(key: str) -> bool:
-    return _ext._C is not None and ops._has_native("group_sumsq", key) and ops._has_native("gan_penalty", "Autograd")
-
-
-# Read on the hot path: plain values keep torch.compile from breaking the graph.
-_NATIVE = {"cpu": _has_native("CPU"), "cuda": _has_native("CUDA")}
-# Backends whose penalty Function runs in C++ (fusedgan::gan_penalty); Triton uses the Python one.
-_NATIVE_AUTOGRAD = frozenset(b for b in ("cpu", "cuda") if _NATIVE[b])
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-# ---------------------------------------------------------------------------------------------
-# Operators: fake implementations and the per-backend entry points.
-
-
-def _group_sumsq_fake(g, A, C, B):
-    return g.new_empty((A, B), dtype=_acc_dtype(g.dtype))
-
-
-def _group_scale_mul_fake(g, scale, grad_output, A, C, B):
-    return g.new_empty(g.shape)
-
-
-def _group_penalty_fake(g, A, C, B, kind, center, one_sided, reduction, gamma, batch):
-    acc = _acc_dtype(g.dtype)
-    value = g.new_empty((A, B) if reduction == _NONE else (), dtype=acc)
-    return value, g.new_empty((A, B), dtype=acc)
-
-
-def _gan_penalty_fake(g, A, C, B, kind, center, one_sided, reduction, gamma, batch, value_shape, norm):
-    return g.new_empty(tuple(value_shape) if reduction == _NONE else (), dtype=_acc_dtype(g.dtype))
-
-
-def _penalty_exact_backward(g, grad_output, kind, center, one_sided, norm, reduction, gamma):
-    """d value / d g * grad_output by differentiating the reference (every order exact)."""
-    create_graph = torch.is_grad_enabled()
-    with torch.enable_grad():
-        gi = g.view_as(g) if g.requires_grad else g.detach().requires_grad_(True)
-        if kind == _R1:
-            value = reference.r1_penalty(gi, gamma)
-        else:
-            value = reference.gradient_penalty(gi, center=center, one_sided=one_sided, norm=norm,
-                                               reduction=REDUCTIONS_BY_CODE[reduction])
-        (grad,) = torch.autograd.grad(value, gi, grad_output.to(value.dtype), create_graph=create_graph)
-    return grad.to(g.dtype)
-
-
-_NONE, _R1 = int(Reduction.NONE), 1
-REDUCTION_CODES = {"none": int(Reduction.NONE), "mean": int(Reduction.MEAN), "sum": int(Reduction.SUM)}
-REDUCTIONS_BY_CODE = {v: k for k, v in REDUCTION_CODES.items()}
-
-if _ext._C is not None and hasattr(torch.ops.fusedgan, "group_sumsq"):
-    torch.library.register_fake("fusedgan::group_sumsq")(_group_sumsq_fake)
-    torch.library.register_fake("fusedgan::group_scale_mul")(_group_scale_mul_fake)
-if _ext._C is not None and hasattr(torch.ops.fusedgan, "gan_penalty"):
-    torch.library.register_fake("fusedgan::group_penalty")(_group_penalty_fake)
-    torch.library.register_fake("fusedgan::gan_penalty")(_gan_penalty_fake)
-    _lib = torch.library.Library("fusedgan", "FRAGMENT")
-    _lib.define("penalty_exact_backward(Tensor g, Tensor grad_output, int kind, float center, "
-                "bool one_sided, str norm, int reduction, float gamma) -> Tensor")
-    _lib.impl("penalty_exact_backward", _penalty_exact_backward, "CompositeImplicitAutograd")
-
-
-def _ops(backend: str) -> Tuple[Callable, Callable]:
-    if backend == "triton":
-        from .triton import penalty as _tp  # noqa: F401  (registers the Triton operators)
-
-        return torch.ops.fusedgan.triton_group_sumsq, torch.ops.fusedgan.triton_group_scale_mul
-    return torch.ops.fusedgan.group_sumsq, torch.ops.fusedgan.group_scale_mul
-
-
-def _backend(g: Tensor, backend: Optional[str]) -> str:
-    name = backends.resolve(g.device, backend)
-    if name in ("cpu", "cuda") and not _NATIVE.get(g.device.type, False):
-        # An extension built before the penalty kernels existed: the reference still runs.
-        if backend is not None or backends.requested_backend() is not None:
-            raise RuntimeError(f"backend: {name!r} was requested but fusedgan._C has no penalty "
-                               f"kernels for {g.device.type} tensors (rebuild the extension)")
-        name = "reference"
-    return name
-
-
-# ---------------------------------------------------------------------------------------------
-# Arguments.
-
-
-class _Spec(NamedTuple):
-    """The static part of a penalty call."""
-
-    backend: str
-    kind: str  # "gp" or "r1"
-    layout: Tuple[int, int, int]  # (A, C, B)
-    group_shape: Tuple[int, ...]  # shape of the per-group values (reduction "none")
-    center: float
-    one_sided: bool
-    norm: str
-    reduction: str
-    gamma: float
 
 
 def _check_g(g, min_dim: int, what: str) -> None:
     if not isinstance(g, torch.Tensor):
         raise TypeError(f"g: expected a torch.Tensor (the gradient), got {type(g).__name__}")
-    if g.dtype not in _FLOAT_DTYPES:
+    if g.dtype not in P.FLOAT_DTYPES:
         raise TypeError(f"g: must be float16, bfloat16, float32 or float64, got {g.dtype}")
     if g.dim() < min_dim:
         raise ValueError(f"g: {what} needs a tensor with at least {min_dim} dims (batch first), "
@@ -177,61 +70,6 @@ def _layout(g: Tensor, norm: str) -> Tuple[Tuple[int, int, int], Tuple[int, ...]
 
 
 # ---------------------------------------------------------------------------------------------
-# The autograd Function.
-
-
-def _value_and_scale(spec: _Spec, sumsq: Tensor, batch: int) -> Tuple[Tensor, Tensor]:
-    """The penalty and ``scale = d penalty / d g / g`` per group, from ``sumsq`` ([A, B])."""
-    if spec.kind == "r1":
-        value = (spec.gamma / 2) * (sumsq.reshape(()) / batch)
-        return value, torch.full_like(sumsq, spec.gamma / batch if batch else math.nan)
-    # gp_group of csrc/include/fusedgan/math.h, as tensor operations
-    norm = sumsq.sqrt()
-    inv_norm = torch.where(sumsq > 0, norm.reciprocal(), 0.0)  # 1/||g||, and 0 at g = 0: a zero gradient
-    d = norm - spec.center
-    if spec.one_sided:
-        d = F.relu(d)
-    per_group = d.square()
-    scale = 2 * d * inv_norm
-    if spec.reduction == "mean":
-        groups = sumsq.numel()
-        return per_group.mean(), scale / groups if groups else scale
-    if spec.reduction == "sum":
-        return per_group.sum(), scale
-    return per_group.reshape(spec.group_shape), scale
-
-
-class GroupPenaltyFunction(torch.autograd.Function):
-    """``apply(spec, g)``: a penalty of ``g`` (see the module docstring)."""
-
-    @staticmethod
-    def forward(ctx, spec: _Spec, g: Tensor):
-        sumsq_op, _ = _ops(spec.backend)
-        sumsq = sumsq_op(g, *spec.layout)
-        value, scale = _value_and_scale(spec, sumsq, g.shape[0] if g.dim() else 1)
-        ctx.spec = spec
-        ctx.save_for_backward(g, scale)
-        return value
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        spec = ctx.spec
-        g, scale = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            # Double backward: differentiate the reference so every order is exact (the same
-            # function as the C++ Function's fusedgan::penalty_exact_backward).
-            return None, _penalty_exact_backward(g, grad_output, _R1 if spec.kind == "r1" else 0, spec.center,
-                                                 spec.one_sided, spec.norm, REDUCTION_CODES[spec.reduction],
-                                                 spec.gamma)
-        go = grad_output.to(scale.dtype)
-        if spec.reduction == "none" and spec.kind == "gp":
-            scale = scale * go.reshape(scale.shape)  # per-group grad_output folded into the scale
-            go = torch.ones((), dtype=scale.dtype, device=scale.device)
-        _, scale_mul_op = _ops(spec.backend)
-        return None, scale_mul_op(g, scale, go, *spec.layout)
-
-
-# ---------------------------------------------------------------------------------------------
 # Functional API.
 
 
@@ -252,15 +90,10 @@ def gradient_penalty(g: Tensor, *, center: float = 1.0, one_sided: bool = False,
     center = _check_real(center, "center")
     if not isinstance(one_sided, bool):
         raise TypeError(f"one_sided: expected a bool, got {type(one_sided).__name__}")
-    name = _backend(g, backend)
-    if name == "reference":
-        return reference.gradient_penalty(g, center=center, one_sided=one_sided, norm=norm, reduction=reduction)
     layout, group_shape = _layout(g, norm)
-    if name in _NATIVE_AUTOGRAD:
-        return torch.ops.fusedgan.gan_penalty(g, *layout, 0, center, one_sided, REDUCTION_CODES[reduction], 0.0,
-                                              g.shape[0] if g.dim() else 1, list(group_shape), norm)
-    spec = _Spec(name, "gp", layout, group_shape, center, one_sided, norm, reduction, 0.0)
-    return GroupPenaltyFunction.apply(spec, g)
+    args = (g, *layout, int(PenaltyKind.GP), center, one_sided, int(reduction_code(reduction)), 0.0,
+            g.shape[0] if g.dim() else 1, list(group_shape), norm)
+    return P.run("gan_penalty", args, g.device, backend)
 
 
 def r1_penalty(g: Tensor, gamma: float = 10.0, *, backend: Optional[str] = None) -> Tensor:
@@ -270,14 +103,9 @@ def r1_penalty(g: Tensor, gamma: float = 10.0, *, backend: Optional[str] = None)
     """
     _check_g(g, 2, "r1_penalty")
     gamma = _check_real(gamma, "gamma", nonneg=True)
-    name = _backend(g, backend)
-    if name == "reference":
-        return reference.r1_penalty(g, gamma)
-    if name in _NATIVE_AUTOGRAD:
-        return torch.ops.fusedgan.gan_penalty(g, 1, g.numel(), 1, _R1, 0.0, False, int(Reduction.MEAN), gamma,
-                                              g.shape[0], [], "sample")
-    spec = _Spec(name, "r1", (1, g.numel(), 1), (), 0.0, False, "sample", "mean", gamma)
-    return GroupPenaltyFunction.apply(spec, g)
+    args = (g, 1, g.numel(), 1, int(PenaltyKind.R1), 0.0, False, int(Reduction.MEAN), gamma, g.shape[0], [],
+            "sample")
+    return P.run("gan_penalty", args, g.device, backend)
 
 
 def r2_penalty(g: Tensor, gamma: float = 10.0, *, backend: Optional[str] = None) -> Tensor:
@@ -399,7 +227,6 @@ class LazyRegularization:
 
 
 __all__ = [
-    "GroupPenaltyFunction",
     "LazyRegularization",
     "dragan",
     "gradient_penalty",

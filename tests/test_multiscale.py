@@ -47,7 +47,7 @@ def check_d(backend, kind, dtype, scale_weights, scale_reduction, rs=REAL_SHAPES
     reals, fakes = tensors(rs, dtype, 1), tensors(fs, dtype, 11)
     r64 = [x.detach().double().requires_grad_(True) for x in reals]
     f64 = [x.detach().double().requires_grad_(True) for x in fakes]
-    loss, per = fg.discriminator_loss(reals, fakes, kind, scale_weights=scale_weights,
+    loss, per, _ = fg.discriminator_loss(reals, fakes, kind, scale_weights=scale_weights,
                                       scale_reduction=scale_reduction, return_per_scale=True, backend=backend)
     assert backends.last_used() == backend
     ref, ref_per = oracle_d(r64, f64, kind, scale_weights, scale_reduction)
@@ -77,7 +77,7 @@ def test_generator_scales(kind, backend):
     fakes = tensors(shapes, torch.float32, 21)
     reals = tensors(shapes, torch.float32, 31) if kind in fg.kinds.RELATIVISTIC else None
     kw = {"real": reals} if reals else {}
-    loss, per = fg.generator_loss(fakes, kind, scale_reduction="sum", scale_weights=(2.0, 1.0),
+    loss, per, _ = fg.generator_loss(fakes, kind, scale_reduction="sum", scale_weights=(2.0, 1.0),
                                   return_per_scale=True, backend=backend, **kw)
     f64 = [x.detach().double().requires_grad_(True) for x in fakes]
     r64 = [x.detach().double().requires_grad_(True) for x in reals] if reals else [None] * len(fakes)
@@ -104,7 +104,7 @@ def test_all_scales_in_one_operator_call(backend):
 def test_single_tensor_equals_one_scale_list():
     r, f = torch.randn(3, 4), torch.randn(5)
     a = fg.discriminator_loss(r, f, "ns")
-    b, per = fg.discriminator_loss([r], (f,), "ns", return_per_scale=True)
+    b, per, _ = fg.discriminator_loss([r], (f,), "ns", return_per_scale=True)
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(per, a.reshape(1))
 

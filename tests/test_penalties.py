@@ -203,7 +203,7 @@ def test_triple_backward_recomputes_through_reference(backend):
 # ---------------------------------------------------------------------------------------------
 # The C++ operators.
 
-native = pytest.mark.skipif("cpu" not in fused_backends("cpu") or not penalties._NATIVE["cpu"],
+native = pytest.mark.skipif("cpu" not in fused_backends("cpu") or not fg.ops.has_kernel("group_penalty", "CPU"),
                             reason="fusedgan._C with the CPU penalty kernels is not built")
 
 
@@ -243,7 +243,7 @@ def test_group_penalty_kernel_matches_composite_and_opcheck(kind, reduction, lay
     g = make_g((A, C, B), "randn", dtype, seed=4) * 2
     if g.numel():
         g[0, :, 0] = 0  # a group with ||g|| = 0
-    code = penalties.REDUCTION_CODES[reduction]
+    code = int(fg.kinds.reduction_code(reduction))
     args = (g, A, C, B, 1 if kind == "r1" else 0, 1.0, kind == "gp-one-sided", code, 10.0, max(layout[0], 1))
     value, scale = torch.ops.fusedgan.group_penalty(*args)
     ref_value, ref_scale = fg._C.group_penalty_composite(*args)

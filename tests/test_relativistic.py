@@ -174,10 +174,10 @@ def test_reduction_none_in_one_operator(kind, backend):
 
 @pytest.mark.parametrize("backend", fused_backends())
 @pytest.mark.parametrize("kind", ["rsgan", "ragan"])
-def test_composition_without_the_operator(kind, backend, monkeypatch):
-    """A build without fusedgan::rel_gan_loss forms the relativistic logits with torch ops around
-    one fused loss call (autograd carries the means): the same losses, statistics and gradients
-    as the operator, for mean, none and return_stats."""
+def test_operator_equals_the_reference_backend(kind, backend):
+    """fusedgan::rel_gan_loss (the means and relativistic logits inside the operator) against the
+    reference backend (the same plan through fusedgan.ops' reference, autograd carrying the
+    means): the same losses, statistics and gradients, for mean, none and return_stats."""
     r = logits((4, 5), torch.float64, seed=7).requires_grad_(True)
     f = logits((4, 5), torch.float64, seed=8).requires_grad_(True)
 
@@ -189,14 +189,15 @@ def test_composition_without_the_operator(kind, backend, monkeypatch):
             loss = sum(x.sum() for x in (d if isinstance(d, tuple) else (d,))) + \
                 sum(x.sum() for x in (g if isinstance(g, tuple) else (g,)))
             out.extend(t.detach() for t in (loss, *torch.autograd.grad(loss, (r, f))))
-        loss, stats = fg.discriminator_loss(r, f, kind, return_stats=True, backend=backend)
+        loss, _, stats = fg.discriminator_loss(r, f, kind, return_stats=True, backend=backend)
         return out + [loss.detach(), *stats.values()], ran_ops(lambda: fg.discriminator_loss(r, f, kind, backend=backend))
 
     with_op, ops_with = run()
-    monkeypatch.setattr(fg.ops, "HAS_REL_GAN_LOSS", False)
-    composed, ops_without = run()
-    assert "fusedgan::rel_gan_loss" in ops_with and "fusedgan::rel_gan_loss" not in ops_without
     assert backends.last_used() == backend
+    backend, fused_backend = "reference", backend
+    composed, ops_without = run()
+    assert "fusedgan::rel_gan_loss" in ops_with and not any(n.startswith("fusedgan::") for n in ops_without)
+    assert backends.last_used() == "reference" != fused_backend
     for a, b in zip(with_op, composed):
         torch.testing.assert_close(a, b, equal_nan=True)
 

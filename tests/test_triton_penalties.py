@@ -20,9 +20,9 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
 import fusedgan as fg  # noqa: E402
 from fusedgan import backends, penalties, reference  # noqa: E402,F401
 
-ft = pytest.importorskip("fusedgan.triton")
-if not ft.AVAILABLE:
-    pytest.skip(f"fusedgan.triton unavailable: {ft._IMPORT_ERROR}", allow_module_level=True)
+if not fg.ops.HAS_TRITON:
+    pytest.skip(f"Triton operators not registered: {fg.ops.TRITON_ERROR}", allow_module_level=True)
+import fusedgan.triton as ft  # noqa: E402
 
 from fusedgan.triton import penalty as tp  # noqa: E402
 from helpers import DTYPES, eps  # noqa: E402

@@ -5,13 +5,14 @@
 
 #include <cstdint>
 
+#include "fusedgan/codes.h"
+
 namespace fusedgan::cpu {
 
 enum class Dtype : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
 
-// Where a label or weight comes from: the scalar argument, one element in memory (broadcast),
-// or one element per logit.
-enum class Operand : int { ARG = 0, SCALAR = 1, FULL = 2 };
+// Where a label or weight comes from: fusedgan::Operand (codes.h).
+using fusedgan::Operand;
 
 struct TermArgs {
   const void* x = nullptr;

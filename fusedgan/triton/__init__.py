@@ -41,18 +41,13 @@ from typing import List, Optional, Sequence
 
 import torch
 
-try:
-    import triton  # noqa: F401
-    from torch.library import triton_op, wrap_triton
+import triton
+from torch.library import wrap_triton
 
-    from . import kernels as _k
+from ..codes import STAT_COLS, Operand, Reduction, acc_dtype
+from . import kernels as _k
+from . import penalty as _penalty
 
-    _IMPORT_ERROR: Optional[str] = None
-except Exception as exc:  # noqa: BLE001 - any failure means "no Triton backend"
-    _k = None
-    _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
-
-AVAILABLE = False
 
 # Size policy (module attributes so tests can force the multi-program path on tiny inputs).
 SINGLE_MAX = 4096  # total elements up to which one program does a whole pair of terms
@@ -65,24 +60,7 @@ RBLOCK = 1024  # partials summed per iteration of the finishing kernel
 # How often each operator ran (eager calls; tests use it to prove the Triton path ran).
 CALLS = {"loss_terms": 0, "loss_grads": 0, "loss_terms_stats": 0}
 
-LOSS_TERMS_SCHEMA = (
-    "(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, float[] label_values, "
-    "float[] coefs, int reduction, bool[] need_grad) -> (Tensor, Tensor, Tensor[], Tensor[])"
-)
-LOSS_TERMS_STATS_SCHEMA = (
-    "(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, float[] label_values, "
-    "float[] coefs, int reduction, bool[] need_grad) -> (Tensor, Tensor, Tensor[], Tensor[], Tensor)"
-)
-LOSS_GRADS_SCHEMA = (
-    "(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, float[] label_values, "
-    "float[] coefs, int reduction, Tensor?[] grad_outputs) -> Tensor[]"
-)
-
-_NONE, _MEAN = 0, 1  # fusedgan.kinds.Reduction.NONE / MEAN
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+_NONE, _MEAN = int(Reduction.NONE), int(Reduction.MEAN)
 
 
 def _next_pow2(n: int) -> int:
@@ -92,14 +70,14 @@ def _next_pow2(n: int) -> int:
 def _aux_mode(t: Optional[torch.Tensor], n, what: str):
     """(tensor, mode) for a label / weight / grad_output: 0 absent, 1 broadcast, 2 per element."""
     if t is None:
-        return None, 0
+        return None, int(Operand.ARG)
     if t.numel() == 1:
-        return t.reshape(1), 1
+        return t.reshape(1), int(Operand.SCALAR)
     if t.numel() != n:
         raise ValueError(f"{what}: expected 1 or {n} elements, got {t.numel()}")
     if t.dim() > 0 and all(s == 0 for s in t.stride()):  # an expanded scalar (e.g. from .sum())
-        return t.as_strided((1,), (1,)), 1
-    return t.contiguous(), 2
+        return t.as_strided((1,), (1,)), int(Operand.SCALAR)
+    return t.contiguous(), int(Operand.FULL)
 
 
 class _Term:
@@ -150,7 +128,7 @@ def _launch_pair(a: _Term, b: Optional[_Term], *, terms, total, term_off, accum,
     want_stats = stats is not None
     spartials = dummy_out
     if want_stats and not single and grid[0] > 0:
-        spartials = torch.empty((grid[0], _k.STAT_COLS.value), dtype=stats.dtype, device=a.x.device)
+        spartials = torch.empty((grid[0], STAT_COLS), dtype=stats.dtype, device=a.x.device)
 
     def ptrs(t: _Term):
         return (t.x, t.t if t.t is not None else t.x, t.w if t.w is not None else t.x,
@@ -188,7 +166,7 @@ def _check(logits, labels, weights, elems, label_values, coefs):
     if not (len(labels) == len(weights) == len(elems) == len(label_values) == len(coefs) == n):
         raise ValueError("loss_terms: logits, labels, weights, elems, label_values and coefs differ in length")
     for e in elems:
-        if int(e) not in _k.ELEM_CODES.values():
+        if int(e) not in _k.ELEMS:
             raise ValueError(f"elems: unknown element function code {e}")
 
 
@@ -210,11 +188,11 @@ def loss_terms_stats(logits: Sequence[torch.Tensor], labels, weights, elems, lab
 def _loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad, want_stats):
     _check(logits, labels, weights, elems, label_values, coefs)
     x0 = logits[0]
-    acc = _acc_dtype(x0.dtype)
+    acc = acc_dtype(x0.dtype)
     is64 = acc == torch.float64
     total = torch.empty((), dtype=acc, device=x0.device)
     terms = torch.empty((len(logits),), dtype=acc, device=x0.device)
-    stats = torch.empty((len(logits), _k.STAT_COLS.value), dtype=acc, device=x0.device) if want_stats else None
+    stats = torch.empty((len(logits), STAT_COLS), dtype=acc, device=x0.device) if want_stats else None
     specs = []
     for i, x in enumerate(logits):
         t = _Term(x, labels[i], weights[i], elems[i], label_values[i], coefs[i], reduction)
@@ -260,20 +238,11 @@ def loss_grads(logits: Sequence[torch.Tensor], labels, weights, elems, label_val
     return out
 
 
-def _register() -> bool:
-    if _k is None:
-        return False
-    triton_op("fusedgan::triton_loss_terms", mutates_args=(), schema=LOSS_TERMS_SCHEMA)(loss_terms)
-    triton_op("fusedgan::triton_loss_grads", mutates_args=(), schema=LOSS_GRADS_SCHEMA)(loss_grads)
-    triton_op("fusedgan::triton_loss_terms_stats", mutates_args=(), schema=LOSS_TERMS_STATS_SCHEMA)(
-        loss_terms_stats)
-    return True
+def launchers() -> dict:
+    """The Triton twin of each kernel operator, by the C++ operator's name; fusedgan/ops.py
+    registers them as ``fusedgan::triton_<name>`` with the C++ schemas."""
+    return {"loss_terms": loss_terms, "loss_terms_stats": loss_terms_stats, "loss_grads": loss_grads,
+            **_penalty.launchers()}
 
 
-AVAILABLE = _register()
-ELEM_CODES = dict(_k.ELEM_CODES) if _k is not None else {}
-
-__all__ = ["AVAILABLE", "CALLS", "ELEM_CODES", "loss_grads", "loss_terms", "loss_terms_stats"]
-
-if AVAILABLE:  # the gradient-penalty operators: fusedgan::triton_group_sumsq / triton_group_scale_mul
-    from . import penalty  # noqa: E402,F401
+__all__ = ["CALLS", "launchers", "loss_grads", "loss_terms", "loss_terms_stats"]

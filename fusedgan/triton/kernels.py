@@ -24,15 +24,19 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-# Mirrors fusedgan.kinds.Elem (a test checks they agree).
-BCE = tl.constexpr(0)
-HALF_SQUARE = tl.constexpr(1)
-LINEAR = tl.constexpr(2)
-HINGE = tl.constexpr(3)
-ABS = tl.constexpr(4)
-# Columns of loss_terms_stats' stats: sum x, sum sigmoid(x), count x > 0, count x < 0 (kStatCols).
-STAT_COLS = tl.constexpr(4)
-ELEM_CODES = {"BCE": 0, "HALF_SQUARE": 1, "LINEAR": 2, "HINGE": 3, "ABS": 4}
+from ..codes import STAT_COLS as _STAT_COLS
+from ..codes import Elem, Operand
+
+# The codes of fusedgan/codes.py as compile-time constants of the kernels.
+BCE = tl.constexpr(int(Elem.BCE))
+HALF_SQUARE = tl.constexpr(int(Elem.HALF_SQUARE))
+LINEAR = tl.constexpr(int(Elem.LINEAR))
+HINGE = tl.constexpr(int(Elem.HINGE))
+ABS = tl.constexpr(int(Elem.ABS))
+ARG = tl.constexpr(int(Operand.ARG))
+SCALAR = tl.constexpr(int(Operand.SCALAR))
+STAT_COLS = tl.constexpr(_STAT_COLS)
+ELEMS = frozenset(int(e) for e in Elem)  # the element functions _elem implements
 
 
 @triton.jit
@@ -74,7 +78,7 @@ def _log1p_unit(e):
 @triton.jit
 def _elem(x, t, ELEM: tl.constexpr):
     """(value, d value / dx) of element function ELEM at logits x, labels t (maths dtype)."""
-    if ELEM == 0:  # BCE: t*sp(-x) + (1-t)*sp(x); one exp, one log1p
+    if ELEM == BCE:  # t*sp(-x) + (1-t)*sp(x); one exp, one log1p
         e = tl.exp(-tl.abs(x))
         inv = 1.0 / (1.0 + e)
         pos = x >= 0
@@ -82,13 +86,13 @@ def _elem(x, t, ELEM: tl.constexpr):
         v = tl.where(pos, s * x, -t * x) + _log1p_unit(e)
         # sigmoid(x) - t, never subtracting two numbers close to 1
         d = tl.where(pos, s - t * e, s * e - t) * inv
-    elif ELEM == 1:  # HALF_SQUARE: 0.5 (x - t)^2
+    elif ELEM == HALF_SQUARE:  # 0.5 (x - t)^2
         d = x - t
         v = 0.5 * d * d
-    elif ELEM == 2:  # LINEAR: -t x
+    elif ELEM == LINEAR:  # -t x
         v = -t * x
         d = tl.zeros_like(x) - t
-    elif ELEM == 3:  # HINGE: relu(1 - t x); NaN propagates as in torch.relu
+    elif ELEM == HINGE:  # relu(1 - t x); NaN propagates as in torch.relu
         m = 1.0 - t * x
         v = tl.where(m < 0, 0.0, m)
         d = tl.where(m <= 0, 0.0, tl.zeros_like(x) - t)
@@ -108,31 +112,32 @@ def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
     """One block of one term; returns the block's sum of w * elem(x, t) (0 outside the tensor)
     and, with STATS, its sums of x, sigmoid(x), [x > 0] and [x < 0] (else zeros).
 
-    LAB / W / GO: 0 = absent (scalar ``lab`` for LAB), 1 = one element broadcast, 2 = per element.
+    LAB / W / GO: fusedgan.codes.Operand: ARG (absent; the scalar ``lab`` for LAB), SCALAR (one
+    element broadcast), FULL (per element).
     """
     offs = tl.cast(blk, tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     x = _to_acc(tl.load(x_ptr + offs, mask=mask, other=0.0), IS64)
-    if LAB == 0:
+    if LAB == ARG:
         t = lab
-    elif LAB == 1:
+    elif LAB == SCALAR:
         t = _to_acc(tl.load(t_ptr), IS64)
     else:
         t = _to_acc(tl.load(t_ptr + offs, mask=mask, other=0.0), IS64)
     v, d = _elem(x, t, ELEM)
-    if W == 1:
+    if W == SCALAR:
         w = _to_acc(tl.load(w_ptr), IS64)
         v = v * w
         d = d * w
-    elif W == 2:
+    elif W != ARG:
         w = _to_acc(tl.load(w_ptr + offs, mask=mask, other=0.0), IS64)
         v = v * w
         d = d * w
     if GRAD:
         g = d * scale
-        if GO == 1:
+        if GO == SCALAR:
             g = g * _to_acc(tl.load(go_ptr), IS64)
-        elif GO == 2:
+        elif GO != ARG:
             g = g * _to_acc(tl.load(go_ptr + offs, mask=mask, other=0.0), IS64)
         tl.store(g_ptr + offs, g.to(g_ptr.dtype.element_ty), mask=mask)
     if VAL:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import wrap_triton
+
+from ..codes import acc_dtype
 
 CHUNK = 8192  # elements of a row summed by one program (B == 1)
 BLOCK = 1024  # elements per loop step / per program of the elementwise kernel
@@ -76,10 +78,6 @@ def _scale_mul_kernel(g_ptr, s_ptr, go_ptr, out_ptr, N, CB, B, BLOCK: tl.constex
     tl.store(out_ptr + idx, (x * (s * go)).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _check(g: torch.Tensor, A: int, C: int, B: int, op: str) -> None:
     if g.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise ValueError(f"g: fusedgan::{op} needs a floating-point tensor, got {g.dtype}")
@@ -87,11 +85,10 @@ def _check(g: torch.Tensor, A: int, C: int, B: int, op: str) -> None:
         raise ValueError(f"A, C, B: fusedgan::{op} needs A * C * B = g.numel() = {g.numel()}, got {A}, {C}, {B}")
 
 
-@triton_op("fusedgan::triton_group_sumsq", mutates_args=())
 def group_sumsq(g: torch.Tensor, A: int, C: int, B: int) -> torch.Tensor:
     _check(g, A, C, B, "triton_group_sumsq")
     CALLS["group_sumsq"] += 1
-    acc = _acc_dtype(g.dtype)
+    acc = acc_dtype(g.dtype)
     is64 = acc == torch.float64
     out = torch.empty((A, B), dtype=acc, device=g.device)
     if A * B == 0:
@@ -110,7 +107,6 @@ def group_sumsq(g: torch.Tensor, A: int, C: int, B: int) -> torch.Tensor:
     return out
 
 
-@triton_op("fusedgan::triton_group_scale_mul", mutates_args=())
 def group_scale_mul(g: torch.Tensor, scale: torch.Tensor, grad_output: torch.Tensor, A: int, C: int,
                     B: int) -> torch.Tensor:
     _check(g, A, C, B, "triton_group_scale_mul")
@@ -119,7 +115,7 @@ def group_scale_mul(g: torch.Tensor, scale: torch.Tensor, grad_output: torch.Ten
     if grad_output.numel() != 1:
         raise ValueError(f"grad_output: expected one element, got {grad_output.numel()}")
     CALLS["group_scale_mul"] += 1
-    acc = _acc_dtype(g.dtype)
+    acc = acc_dtype(g.dtype)
     out = torch.empty(g.shape, dtype=g.dtype, device=g.device)
     n = g.numel()
     if n == 0:
@@ -132,4 +128,33 @@ def group_scale_mul(g: torch.Tensor, scale: torch.Tensor, grad_output: torch.Ten
     return out
 
 
-__all__ = ["CALLS", "group_scale_mul", "group_sumsq"]
+def group_penalty(g: torch.Tensor, A: int, C: int, B: int, kind: int, center: float, one_sided: bool,
+                  reduction: int, gamma: float, batch: int):
+    """``fusedgan::group_penalty`` (value, scale): the sums of squares by ``group_sumsq``, then
+    the penalty of csrc/include/fusedgan/math.h's ``gp_group`` as tensor operations.
+    TEMPORARY: to be replaced by the second-stage Triton kernel (issue 15)."""
+    sumsq = group_sumsq(g, A, C, B)
+    if kind == 1:  # R1: one group
+        value = (gamma / 2) * (sumsq.reshape(()) / batch)
+        return value, torch.full_like(sumsq, gamma / batch if batch else float("nan"))
+    norm = sumsq.sqrt()
+    inv_norm = torch.where(sumsq > 0, norm.reciprocal(), 0.0)
+    d = norm - center
+    if one_sided:
+        d = torch.relu(d)
+    per_group = d.square()
+    scale = 2 * d * inv_norm
+    if reduction == 1:
+        groups = sumsq.numel()
+        return per_group.mean(), scale / groups if groups else scale
+    if reduction == 2:
+        return per_group.sum(), scale
+    return per_group, scale
+
+
+def launchers() -> dict:
+    """The Triton twins of the penalty kernel operators (see fusedgan/triton/__init__.py)."""
+    return {"group_sumsq": group_sumsq, "group_scale_mul": group_scale_mul, "group_penalty": group_penalty}
+
+
+__all__ = ["CALLS", "group_scale_mul", "group_sumsq", "launchers"]

@@ -1,53 +1,51 @@
-// Calling fusedgan::loss_terms (or loss_terms_stats, or their Triton twins triton_loss_terms /
-// triton_loss_terms_stats, which share the schema) through the dispatcher from C++ (the autograd
-// Functions of csrc/autograd.cpp and csrc/relativistic.cpp): typed signatures, cached handles.
-// The Triton operators are registered by Python (fusedgan/triton/__init__.py); a handle to one is
-// looked up on first use, which the Python caller makes sure comes after that registration.
+// Calling the loss kernels through the dispatcher from C++ (the autograd Functions of
+// csrc/autograd.cpp and csrc/relativistic.cpp).
+//
+// One kernel family, two implementations of each operator, chosen by `triton`:
+//   fusedgan::loss_terms        / fusedgan::triton_loss_terms         (forward; CPU, CUDA / Triton)
+//   fusedgan::loss_terms_stats  / fusedgan::triton_loss_terms_stats   (forward + statistics)
+//   fusedgan::loss_grads        / fusedgan::triton_loss_grads         (gradient recomputed in backward)
+// The Triton twins share the C++ schemas and are registered by Python (fusedgan/ops.py registers
+// them when fusedgan is imported, before any call can ask for them).
 #pragma once
 
+#include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <optional>
-#include <tuple>
 #include <vector>
 
 namespace fusedgan {
 
 using OptTensorList = c10::List<std::optional<at::Tensor>>;
 
-using LossTermsFn =
-    std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>(
-        at::TensorList, const OptTensorList&, const OptTensorList&, at::IntArrayRef,
-        at::ArrayRef<double>, at::ArrayRef<double>, int64_t, const c10::List<bool>&);
+struct LossTermsOut {
+  at::Tensor total, terms;
+  at::Tensor stats;  // defined when asked for
+  std::vector<at::Tensor> grads, values;
+};
 
-using LossTermsStatsFn =
-    std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor>(
-        at::TensorList, const OptTensorList&, const OptTensorList&, at::IntArrayRef,
-        at::ArrayRef<double>, at::ArrayRef<double>, int64_t, const c10::List<bool>&);
+// One loss_terms (or, with `stats`, loss_terms_stats) call.
+LossTermsOut call_loss_terms(bool triton, bool stats, at::TensorList logits, const OptTensorList& labels,
+                             const OptTensorList& weights, at::IntArrayRef elems,
+                             at::ArrayRef<double> label_values, at::ArrayRef<double> coefs,
+                             int64_t reduction, const c10::List<bool>& need_grad);
 
-// One cached handle per (operator, backend): kStats picks loss_terms_stats, `triton` the Triton twin.
-template <class Fn, bool kStats>
-const c10::TypedOperatorHandle<Fn>& loss_terms_handle(bool triton) {
-  constexpr const char* native = kStats ? "fusedgan::loss_terms_stats" : "fusedgan::loss_terms";
-  constexpr const char* twin = kStats ? "fusedgan::triton_loss_terms_stats" : "fusedgan::triton_loss_terms";
-  auto find = [](const char* name) {
-    return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>();
-  };
-  if (triton) {
-    static const auto op = find(twin);
-    return op;
-  }
-  static const auto op = find(native);
-  return op;
-}
+// The gradients of the terms times grad_outputs[i] (nullopt: no gradient for term i), recomputed
+// from the logits in one pass.
+std::vector<at::Tensor> call_loss_grads(bool triton, at::TensorList logits, const OptTensorList& labels,
+                                        const OptTensorList& weights, at::IntArrayRef elems,
+                                        at::ArrayRef<double> label_values, at::ArrayRef<double> coefs,
+                                        int64_t reduction, const OptTensorList& grad_outputs);
 
-inline const c10::TypedOperatorHandle<LossTermsFn>& loss_terms_op(bool triton = false) {
-  return loss_terms_handle<LossTermsFn, false>(triton);
-}
+// Whether backward recomputes the gradient from the logits (GPU: three memory passes instead of
+// four) rather than multiplying one that forward saved (CPU: the kernel is compute-bound and the
+// exp is not worth paying twice).  Only Triton recomputes: the CPU/CUDA loss_grads is loss_terms
+// times grad_output (four passes), kept for completeness and for tests.
+bool recompute_gradient(const at::Tensor& logits, bool triton);
 
-inline const c10::TypedOperatorHandle<LossTermsStatsFn>& loss_terms_stats_op(bool triton = false) {
-  return loss_terms_handle<LossTermsStatsFn, true>(triton);
-}
+// sum (or mean) of all elements of x in the acc dtype, as a 0-dim tensor, by the loss kernel
+// itself: fixed-size chunks added in a fixed order, so the bits do not depend on the thread count.
+at::Tensor fixed_order_sum(const at::Tensor& x, bool triton, bool mean = false);
 
 }  // namespace fusedgan

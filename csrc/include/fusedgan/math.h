@@ -6,12 +6,14 @@
 // C++ tests) and for SIMD vectors (VecOps in csrc/cpu/vec_ops.h: at::vec::Vectorized).
 //
 // No torch include here: this header must compile under nvcc as __host__ __device__ code.
-// The Elem and Reduction numbering mirrors fusedgan/kinds.py; a test checks that they agree.
+// The codes (Elem, Reduction, ...) come from codes.h, generated from fusedgan/codes.py.
 #pragma once
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "fusedgan/codes.h"
 
 #if defined(__CUDACC__)
 #define FG_HD __host__ __device__
@@ -27,13 +29,6 @@
 #endif
 
 namespace fusedgan {
-
-enum class Elem : int { BCE = 0, HALF_SQUARE = 1, LINEAR = 2, HINGE = 3, ABS = 4 };
-enum class Reduction : int { NONE = 0, MEAN = 1, SUM = 2 };
-constexpr int kNumElems = 5;
-constexpr int kNumReductions = 3;
-// Columns of loss_terms_stats' `stats`, per term: sum x, sum sigmoid(x), count x > 0, count x < 0.
-constexpr int kStatCols = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Fast float exp and log1p for the ranges the logistic loss needs.
@@ -234,8 +229,6 @@ struct ScalarOps<double> {
 //   dscale = d per / d g / g = 2 d / ||g||, and 0 at s = 0 (g = 0: a zero gradient, no NaN)
 // NaN in s gives NaN; s = inf gives per = inf (as the reference) and a NaN dscale.
 // ---------------------------------------------------------------------------------------------
-enum class PenaltyKind : int { GP = 0, R1 = 1 };
-
 template <class T>
 FG_HD FG_INLINE void gp_group(T s, T center, bool one_sided, T& per, T& dscale) {
   const T norm = sqrt(s);

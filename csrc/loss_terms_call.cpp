@@ -1,0 +1,110 @@
+// The dispatcher calls declared in fusedgan/loss_terms_call.h: typed signatures, cached handles.
+#include "fusedgan/loss_terms_call.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "fusedgan/codes.h"
+
+namespace fusedgan {
+namespace {
+
+using at::Tensor;
+
+using LossTermsFn = std::tuple<Tensor, Tensor, std::vector<Tensor>, std::vector<Tensor>>(
+    at::TensorList, const OptTensorList&, const OptTensorList&, at::IntArrayRef, at::ArrayRef<double>,
+    at::ArrayRef<double>, int64_t, const c10::List<bool>&);
+using LossTermsStatsFn = std::tuple<Tensor, Tensor, std::vector<Tensor>, std::vector<Tensor>, Tensor>(
+    at::TensorList, const OptTensorList&, const OptTensorList&, at::IntArrayRef, at::ArrayRef<double>,
+    at::ArrayRef<double>, int64_t, const c10::List<bool>&);
+using LossGradsFn = std::vector<Tensor>(at::TensorList, const OptTensorList&, const OptTensorList&,
+                                        at::IntArrayRef, at::ArrayRef<double>, at::ArrayRef<double>,
+                                        int64_t, const OptTensorList&);
+
+// The handle of `name` or of its Triton twin, looked up once each.
+template <class Fn>
+const c10::TypedOperatorHandle<Fn>& handle(const char* name, const char* triton_name, bool triton) {
+  auto find = [](const char* n) { return c10::Dispatcher::singleton().findSchemaOrThrow(n, "").typed<Fn>(); };
+  if (triton) {
+    static const auto op = find(triton_name);
+    return op;
+  }
+  static const auto op = find(name);
+  return op;
+}
+
+}  // namespace
+
+LossTermsOut call_loss_terms(bool triton, bool stats, at::TensorList logits, const OptTensorList& labels,
+                             const OptTensorList& weights, at::IntArrayRef elems,
+                             at::ArrayRef<double> label_values, at::ArrayRef<double> coefs,
+                             int64_t reduction, const c10::List<bool>& need_grad) {
+  LossTermsOut out;
+  if (stats) {
+    std::tie(out.total, out.terms, out.grads, out.values, out.stats) =
+        handle<LossTermsStatsFn>("fusedgan::loss_terms_stats", "fusedgan::triton_loss_terms_stats", triton)
+            .call(logits, labels, weights, elems, label_values, coefs, reduction, need_grad);
+  } else {
+    std::tie(out.total, out.terms, out.grads, out.values) =
+        handle<LossTermsFn>("fusedgan::loss_terms", "fusedgan::triton_loss_terms", triton)
+            .call(logits, labels, weights, elems, label_values, coefs, reduction, need_grad);
+  }
+  return out;
+}
+
+std::vector<Tensor> call_loss_grads(bool triton, at::TensorList logits, const OptTensorList& labels,
+                                    const OptTensorList& weights, at::IntArrayRef elems,
+                                    at::ArrayRef<double> label_values, at::ArrayRef<double> coefs,
+                                    int64_t reduction, const OptTensorList& grad_outputs) {
+  return handle<LossGradsFn>("fusedgan::loss_grads", "fusedgan::triton_loss_grads", triton)
+      .call(logits, labels, weights, elems, label_values, coefs, reduction, grad_outputs);
+}
+
+bool recompute_gradient(const Tensor& /*logits*/, bool triton) {
+  // The CPU/CUDA loss_grads below goes through loss_terms (four passes): saving the gradient in
+  // forward is never worse there.  Only the Triton kernel recomputes in one pass.
+  return triton;
+}
+
+Tensor fixed_order_sum(const Tensor& x, bool triton, bool mean) {
+  // LINEAR with label -1 is the identity: value(x) = x.
+  const auto reduction = static_cast<int64_t>(mean ? Reduction::MEAN : Reduction::SUM);
+  OptTensorList none;
+  none.push_back(std::nullopt);
+  c10::List<bool> no_grad;
+  no_grad.push_back(false);
+  return call_loss_terms(triton, false, {x}, none, none, {static_cast<int64_t>(Elem::LINEAR)}, {-1.0}, {1.0},
+                         reduction, no_grad)
+      .total;
+}
+
+namespace {
+
+// fusedgan::loss_grads on CPU and CUDA: the loss_terms kernel's gradients times grad_outputs.
+std::vector<Tensor> loss_grads_via_loss_terms(at::TensorList logits, const OptTensorList& labels,
+                                              const OptTensorList& weights, at::IntArrayRef elems,
+                                              at::ArrayRef<double> label_values, at::ArrayRef<double> coefs,
+                                              int64_t reduction, const OptTensorList& grad_outputs) {
+  TORCH_CHECK(grad_outputs.size() == logits.size(), "fusedgan::loss_grads: grad_outputs has ",
+              grad_outputs.size(), " entries for ", logits.size(), " logits");
+  c10::List<bool> need_grad;
+  for (size_t i = 0; i < grad_outputs.size(); ++i) need_grad.push_back(grad_outputs.get(i).has_value());
+  auto out = call_loss_terms(false, false, logits, labels, weights, elems, label_values, coefs, reduction,
+                             need_grad);
+  for (size_t i = 0; i < grad_outputs.size(); ++i) {
+    const auto go = grad_outputs.get(i);
+    if (go.has_value()) out.grads[i] = (out.grads[i] * *go).to(logits[i].scalar_type());
+  }
+  return out.grads;
+}
+
+}  // namespace
+
+}  // namespace fusedgan
+
+TORCH_LIBRARY_IMPL(fusedgan, CPU, m) { m.impl("loss_grads", &fusedgan::loss_grads_via_loss_terms); }
+#if defined(FUSEDGAN_WITH_CUDA)
+TORCH_LIBRARY_IMPL(fusedgan, CUDA, m) { m.impl("loss_grads", &fusedgan::loss_grads_via_loss_terms); }
+#endif
