@@ -1,6 +1,7 @@
 // The dispatcher calls declared in fusedgan/loss_terms_call.h: typed signatures, cached handles.
 #include "fusedgan/loss_terms_call.h"
 
+#include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
