@@ -72,6 +72,23 @@ std::vector<Tensor> expand_inputs(at::TensorList given, int64_t n, const c10::Li
   return all;
 }
 
+// Whether grad_output is a CPU scalar 1 in the gradient's dtype promotion (then the product is
+// the saved gradient itself, bit for bit).
+bool is_one(const Tensor& g, const Tensor& grad) {
+  if (g.dim() != 0 || !g.is_cpu() || !grad.is_cpu()) return false;
+  // Traced (fake / functional) tensors have no value to read.
+  constexpr c10::DispatchKeySet traced({c10::DispatchKey::Python, c10::DispatchKey::Functionalize,
+                                        c10::DispatchKey::PythonTLSSnapshot});
+  if (g.key_set().has_any(traced) || grad.key_set().has_any(traced) || !g.has_storage() ||
+      g.storage().data() == nullptr)
+    return false;
+  switch (g.scalar_type()) {
+    case at::kFloat: return *g.const_data_ptr<float>() == 1.0f;
+    case at::kDouble: return *g.const_data_ptr<double>() == 1.0;
+    default: return false;
+  }
+}
+
 struct Args {  // the non-tensor arguments, as saved in the context
   std::vector<int64_t> elems;
   std::vector<double> label_values, coefs;
@@ -101,28 +118,31 @@ struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
     if (!recompute) saved.assign(o.grads.begin(), o.grads.end());
     saved.insert(saved.end(), given.begin(), given.end());
     ctx->save_for_backward(saved);
-    ctx->saved_data["n"] = n;
-    ctx->saved_data["present"] = present;
-    ctx->saved_data["elems"] = elems;
-    ctx->saved_data["label_values"] = label_values;
-    ctx->saved_data["coefs"] = coefs;
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["recompute"] = recompute;
-    ctx->saved_data["triton"] = triton;
-    ctx->saved_data["aux_need_grad"] = aux_need_grad;
+    // Two entries (each one costs a hash-map insertion per step): the integers and the floats.
+    std::vector<int64_t> ints{n, reduction, recompute, triton, aux_need_grad};
+    for (bool p : present) ints.push_back(p);
+    ints.insert(ints.end(), elems.begin(), elems.end());
+    label_values.insert(label_values.end(), coefs.begin(), coefs.end());
+    ctx->saved_data["ints"] = std::move(ints);
+    ctx->saved_data["floats"] = std::move(label_values);
     ctx->mark_non_differentiable(stats ? variable_list{o.terms, o.stats} : variable_list{o.terms});
     return pack_outputs(reduction, o);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const int64_t n = ctx->saved_data["n"].toInt();
-    const Args a{ctx->saved_data["elems"].toIntVector(), ctx->saved_data["label_values"].toDoubleVector(),
-                 ctx->saved_data["coefs"].toDoubleVector(), ctx->saved_data["reduction"].toInt()};
-    const bool recompute = ctx->saved_data["recompute"].toBool();
+    const std::vector<int64_t> ints = ctx->saved_data["ints"].toIntVector();
+    const std::vector<double> floats = ctx->saved_data["floats"].toDoubleVector();
+    const int64_t n = ints[0];
+    const bool recompute = ints[2], triton = ints[3], aux_need_grad = ints[4];
+    c10::List<bool> present;
+    for (int64_t j = 0; j < 2 * n; ++j) present.push_back(ints[5 + j] != 0);
+    const Args a{std::vector<int64_t>(ints.begin() + 5 + 2 * n, ints.end()),
+                 std::vector<double>(floats.begin(), floats.begin() + n),
+                 std::vector<double>(floats.begin() + n, floats.end()), ints[1]};
     const variable_list saved = ctx->get_saved_variables();
     const size_t lead = recompute ? 0 : static_cast<size_t>(n);  // saved gradients first
     const at::TensorList given(saved.data() + lead, saved.size() - lead);
-    const std::vector<Tensor> inputs = expand_inputs(given, n, ctx->saved_data["present"].toBoolList());
+    const std::vector<Tensor> inputs = expand_inputs(given, n, present);
     // grad_outputs[i] for term i (NONE: its values; else the one total).
     OptList g_outs;
     for (int64_t i = 0; i < n; ++i) {
@@ -130,14 +150,14 @@ struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
       g_outs.push_back(g.defined() && ctx->needs_input_grad(i) ? std::optional<Tensor>(g) : std::nullopt);
     }
     variable_list grads(given.size() + 8);  // given's tensors, then the 8 other arguments
-    if (at::GradMode::is_enabled() || ctx->saved_data["aux_need_grad"].toBool()) {
+    if (at::GradMode::is_enabled() || aux_need_grad) {
       exact(ctx, inputs, given.size(), a, grad_outputs, grads);
       return grads;
     }
     if (recompute) {
       const at::ArrayRef<Tensor> all(inputs);
       std::vector<Tensor> got =
-          call_loss_grads(ctx->saved_data["triton"].toBool(), all.slice(0, n), to_opt_list(all.slice(n, n)),
+          call_loss_grads(triton, all.slice(0, n), to_opt_list(all.slice(n, n)),
                           to_opt_list(all.slice(2 * n, n)), a.elems, a.label_values, a.coefs, a.reduction, g_outs);
       for (int64_t i = 0; i < n; ++i) {
         if (g_outs.get(i).has_value()) grads[i] = std::move(got[i]);
@@ -147,7 +167,9 @@ struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
     for (int64_t i = 0; i < n; ++i) {
       const std::optional<Tensor> g_out = g_outs.get(i);
       if (!g_out.has_value()) continue;
-      if (saved[i].is_cpu() && g_out->is_cpu()) {
+      if (is_one(*g_out, saved[i])) {
+        grads[i] = saved[i];  // loss.backward(): the saved gradient is the gradient
+      } else if (saved[i].is_cpu() && g_out->is_cpu()) {
         // The gradient is as large as the logits: a pooled buffer (warm, mapped pages).
         Tensor out = cpu::pooled_empty(saved[i].sizes(), saved[i].options());
         grads[i] = at::mul_out(out, saved[i], *g_out);

@@ -37,7 +37,11 @@ def _check_name(name: Optional[str], what: str = "backend") -> Optional[str]:
 
 
 def triton_interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """Whether TRITON_INTERPRET=1 was set when fusedgan was imported (Triton reads it at import)."""
+    return _INTERPRET
+
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def can_run(name: str, device_type: str) -> bool:
@@ -97,11 +101,21 @@ def requested_backend() -> Optional[str]:
     return _env
 
 
+_resolved: dict = {}  # (backend=, requested, device type) -> backend: every choice, made once
+
+
 def resolve(device: torch.device, backend: Optional[str] = None) -> str:
     """The backend that runs a call on ``device``; raises if an explicit choice cannot run."""
     global _last_used
-    name = _check_name(backend) or requested_backend()
-    dtype_ = device.type
+    key = (backend, requested_backend(), device.type)
+    name = _resolved.get(key)
+    if name is None:
+        name = _resolved[key] = _resolve(device.type, _check_name(backend) or key[1])
+    _last_used = name
+    return name
+
+
+def _resolve(dtype_: str, name: Optional[str]) -> str:
     if name is None:
         name = auto_backend(dtype_)
     elif not can_run(name, dtype_):
@@ -109,7 +123,6 @@ def resolve(device: torch.device, backend: Optional[str] = None) -> str:
             f"backend: {name!r} was requested but cannot run on {dtype_} tensors here "
             f"(available for {dtype_}: {available_backends(dtype_)}; see fusedgan.info())"
         )
-    _last_used = name
     return name
 
 

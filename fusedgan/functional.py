@@ -20,6 +20,30 @@ Tensor = torch.Tensor
 Label = Union[float, Tensor]
 
 
+# Plans of calls already made, keyed by their non-tensor arguments (a training loop repeats one
+# call): a repeated call skips the argument checks that depend on those arguments only and binds
+# the cached plan to its tensors, through the same executor.  Only plain single-tensor calls with
+# number labels and no weights are keyed; anything else builds its plan (itself cached).
+_D_PLANS: dict = {}
+_G_PLANS: dict = {}
+_D_NAMES = ("real", "fake")
+_D_NAMES_SPLIT = (["real"], ["fake"])
+_G_NAMES = (["fake"], ["real"])
+_KEYABLE = (float, int)
+
+
+def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def _memo_key(kind, reduction, labels, scale_reduction, per_scale, stats):
+    for v in labels:
+        if type(v) not in _KEYABLE:
+            return None
+    # the types too: True == 1 == 1.0 as keys, but a bool label is an error
+    return (kind, reduction, *labels, *[type(v) for v in labels], scale_reduction, per_scale, stats)
+
+
 def _pair_scales(real, fake):
     """(reals, fakes, is_list): two lists of logits with one tensor per scale each."""
     reals, real_list = P.scales_of(real, "real")
@@ -54,7 +78,7 @@ def _rel_tensors(plan, kind, reals, fakes, fnames, dtype, weights) -> tuple:
             raise ValueError(f"{n}: rsgan pairs real and fake logits elementwise, so their shapes must be "
                              f"equal; got real {tuple(r.shape)} and fake {tuple(f.shape)}")
     rows = len(plan.elems) // len(reals)
-    return [r.to(dtype) for r in reals], [f.to(dtype) for f in fakes], list(weights[:rows]) * len(reals)
+    return [_as(r, dtype) for r in reals], [_as(f, dtype) for f in fakes], list(weights[:rows]) * len(reals)
 
 
 def _label_tensor(value, name: str, x: Tensor, x_name: str) -> Optional[Tensor]:
@@ -76,7 +100,7 @@ def _d_tensors(plan, kind, reals, fakes, names, dtype, labels, weights) -> tuple
         return _rel_tensors(plan, kind, reals, fakes, fnames, dtype, ws)
     logits, labs, ws = [], [], []
     for r, f, rn, fn in zip(reals, fakes, rnames, fnames):
-        r, f = r.to(dtype), f.to(dtype)
+        r, f = _as(r, dtype), _as(f, dtype)
         logits += [r, f]
         labs += [_label_tensor(real_label, "real_label", r, rn), _label_tensor(fake_label, "fake_label", f, fn)]
         ws += [P.weight(real_weight, "real_weight", r, rn), P.weight(fake_weight, "fake_weight", f, fn)]
@@ -116,6 +140,14 @@ def discriminator_loss(
     (detached; they sum to the loss), ``stats`` a dict of 0-dim training statistics
     (``STAT_KEYS``) computed in the same pass.  Otherwise the result is the loss tensor.
     """
+    labels = (real_label, fake_label)
+    key = _memo_key(kind, reduction, labels, scale_reduction, return_per_scale, return_stats)
+    if key is not None and real_weight is None and fake_weight is None and scale_weights is None:
+        plan = _D_PLANS.get(key)
+        if plan is not None and type(real) is Tensor and type(fake) is Tensor:
+            dtype = _check_all((real, fake), _D_NAMES)
+            tensors = _d_tensors(plan, kind, [real], [fake], _D_NAMES_SPLIT, dtype, labels, (None, None))
+            return P.execute(P.Bound(plan, tensors, real.device, dtype, (real.numel(), fake.numel())), backend)
     kind_spec(kind)
     red = reduction_code(reduction)
     reals, fakes, is_list = _pair_scales(real, fake)
@@ -124,11 +156,12 @@ def discriminator_loss(
     names = P.names_of("real", len(reals), is_list), P.names_of("fake", len(fakes), is_list)
     dtype = _check_all(reals + fakes, names[0] + names[1])
     _no_weights_for_lists(is_list, real_weight=real_weight, fake_weight=fake_weight)
-    labels = (("real_label", P.label_key(real_label, "real_label")),
-              ("fake_label", P.label_key(fake_label, "fake_label")))
-    plan = P.side_plan(kind, "D", red, labels, factors, return_stats, return_per_scale)
-    tensors = _d_tensors(plan, kind, reals, fakes, names, dtype, (real_label, fake_label),
-                         (real_weight, fake_weight))
+    plan = P.side_plan(kind, "D", red, (("real_label", P.label_key(real_label, "real_label")),
+                                        ("fake_label", P.label_key(fake_label, "fake_label"))),
+                       factors, return_stats, return_per_scale)
+    tensors = _d_tensors(plan, kind, reals, fakes, names, dtype, labels, (real_weight, fake_weight))
+    if key is not None and not is_list:  # every argument in the key has now been checked
+        _D_PLANS[key] = plan
     counts = (sum(r.numel() for r in reals), sum(f.numel() for f in fakes))
     return P.execute(P.Bound(plan, tensors, reals[0].device, dtype, counts), backend)
 
@@ -176,21 +209,35 @@ def generator_loss(
     of logits, one per scale, combined as in ``discriminator_loss`` (``scale_weights``,
     ``scale_reduction``; ``return_per_scale=True`` returns a ``GANLossResult``).
     """
+    key = _memo_key(kind, reduction, (target,), scale_reduction, return_per_scale, False)
+    if key is not None and weight is None and scale_weights is None and type(fake) is Tensor:
+        plan = _G_PLANS.get(key)
+        if plan is not None and (real is None or type(real) is Tensor):
+            return _g_execute(plan, kind, [fake], [] if real is None else [real], _G_NAMES, target, None, backend)
     kind_spec(kind)
     red = reduction_code(reduction)
     fakes, is_list = P.scales_of(fake, "fake")
     reals = _g_reals(kind, real, fakes, is_list, weight)
     P.check_extras(red, is_list, return_per_scale)
     factors = P.scale_factors(len(fakes), is_list, scale_weights, scale_reduction)
-    fnames, rnames = P.names_of("fake", len(fakes), is_list), P.names_of("real", len(reals), is_list)
-    dtype = _check_all(fakes + reals, fnames + rnames)
+    names = P.names_of("fake", len(fakes), is_list), P.names_of("real", len(reals), is_list)
     _no_weights_for_lists(is_list, weight=weight)
     plan = P.side_plan(kind, "G", red, (("target", P.label_key(target, "target")),), factors, False,
                        return_per_scale)
+    out = _g_execute(plan, kind, fakes, reals, names, target, weight, backend)
+    if key is not None and not is_list:  # every argument in the key has now been checked
+        _G_PLANS[key] = plan
+    return out
+
+
+def _g_execute(plan, kind, fakes, reals, names, target, weight, backend):
+    """Bind a generator plan to its tensors and run it."""
+    fnames, rnames = names
+    dtype = _check_all(fakes + reals, fnames + rnames)
     if plan.op == "rel_gan_loss":
         tensors = _rel_tensors(plan, kind, reals, fakes, fnames, dtype, (None, None))
     else:
-        fs = [f.to(dtype) for f in fakes]
+        fs = [_as(f, dtype) for f in fakes]
         tensors = (fs, [_label_tensor(target, "target", f, n) for f, n in zip(fs, fnames)],
                    [P.weight(weight, "weight", f, n) for f, n in zip(fs, fnames)])
     return P.execute(P.Bound(plan, tensors, fakes[0].device, dtype), backend)
@@ -238,7 +285,7 @@ def feature_matching_loss(
     coefs = _layer_coefs(weights, n)
     if detach_real:
         reals = [r.detach() for r in reals]
-    fs = [f.to(dtype) for f in fakes]
+    fs = [_as(f, dtype) for f in fakes]
     labels = [P.aux_tensor(r, rn, f, fn) for r, f, rn, fn in zip(reals, fs, rnames, fnames)]
     plan = P.terms_plan([Elem.ABS] * n, [0.0] * n, coefs, Reduction.MEAN)
     return P.execute(P.Bound(plan, (fs, labels, [None] * n), fs[0].device, dtype), backend)

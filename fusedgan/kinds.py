@@ -49,7 +49,7 @@ class Kind(NamedTuple):
     g_fake: Term
 
 
-# The DESIGN.md section 3 table, written as element functions.
+# The loss table of docs/losses.md, written as element functions.
 KINDS: dict[str, Kind] = {
     # E BCE(r, t_real) + E BCE(f, t_fake);  G: E BCE(f, target) = E sp(-f) by default
     "ns": Kind(Term(Elem.BCE, "real_label"), Term(Elem.BCE, "fake_label"), Term(Elem.BCE, "target")),

@@ -353,6 +353,17 @@ def schema(name: str) -> str:
     return text[len(f"fusedgan::{name}"):]
 
 
+_OVERLOADS: Dict[str, object] = {}
+
+
+def overload(name: str):
+    """``torch.ops.fusedgan.<name>.default``, looked up once (the executor calls it per step)."""
+    op = _OVERLOADS.get(name)
+    if op is None:
+        op = _OVERLOADS[name] = getattr(torch.ops.fusedgan, name).default
+    return op
+
+
 TRITON_ERROR: Optional[str] = None  # why the Triton operators are not registered, if they are not
 
 

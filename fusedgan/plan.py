@@ -62,6 +62,7 @@ class LossPlan(NamedTuple):
     real_terms: tuple = ()  # terms on real logits (statistics)
     fake_terms: tuple = ()
     single: bool = True  # reduction "none": one tensor (else a tuple, one per term)
+    tail: tuple = ()  # the operator's non-tensor arguments, as lists (built once per plan)
 
 
 class Bound(NamedTuple):
@@ -226,19 +227,31 @@ def side_plan(kind: str, side: str, red: int, labels: tuple, factors: tuple, sta
             scales.append(s)
             logits.append(int(row.logit) if rel else -1)
     k = len(rows)
-    return LossPlan(
+    return _with_tail(LossPlan(
         op="rel_gan_loss" if rel else "gan_loss", elems=tuple(elems), label_values=tuple(values),
         coefs=tuple(coefs), reduction=red, stats=stats, scales=tuple(scales) if rel else (),
         rel_logits=tuple(logits) if rel else (), n_scales=len(factors), named=stats or per_scale,
         per_scale=per_scale, kind=kind, real_terms=tuple(range(0, k * len(factors), k)),
         fake_terms=tuple(range(1, k * len(factors), k)) if k > 1 else (),
-        single=k == 1)
+        single=k == 1))
+
+
+def _with_tail(p: LossPlan) -> LossPlan:
+    """``p`` with its operator arguments after the tensors, built once (a cached plan is reused
+    by every later call with the same arguments; the operators never modify their lists)."""
+    rel = (list(p.scales), list(p.rel_logits)) if p.op == "rel_gan_loss" else ()
+    return p._replace(tail=(*rel, list(p.elems), list(p.label_values), list(p.coefs), p.reduction, p.stats))
 
 
 def terms_plan(elems, label_values, coefs, reduction: int) -> LossPlan:
     """A plan of explicit terms (feature matching, the torch-compatible drop-ins)."""
-    return LossPlan("gan_loss", tuple(int(e) for e in elems), tuple(float(v) for v in label_values),
-                    tuple(float(c) for c in coefs), int(reduction), single=len(elems) == 1)
+    return _terms_plan(tuple(int(e) for e in elems), tuple(float(v) for v in label_values),
+                       tuple(float(c) for c in coefs), int(reduction))
+
+
+@functools.lru_cache(maxsize=1024)
+def _terms_plan(elems: tuple, label_values: tuple, coefs: tuple, reduction: int) -> LossPlan:
+    return _with_tail(LossPlan("gan_loss", elems, label_values, coefs, reduction, single=len(elems) == 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,18 +263,13 @@ def run(op: str, args: tuple, device: torch.device, backend: Optional[str]):
     name = backends.resolve(device, backend)
     if name == "reference":
         return ops.OPS[op].reference(*args)
-    return getattr(torch.ops.fusedgan, op)(*args, name == "triton")
+    return ops.overload(op)(*args, name == "triton")
 
 
 def execute(b: Bound, backend: Optional[str]):
     """Run a bound plan and present its outputs: the loss, per-element values, or a GANLossResult."""
     p = b.plan
-    if p.op == "rel_gan_loss":
-        args = (*b.tensors, list(p.scales), list(p.rel_logits))
-    else:
-        args = b.tensors
-    out = run(p.op, (*args, list(p.elems), list(p.label_values), list(p.coefs), p.reduction, p.stats),
-              b.device, backend)
+    out = run(p.op, (*b.tensors, *p.tail), b.device, backend)
     if p.reduction == _NONE:
         values = [v.to(b.dtype) for v in out[:len(p.elems)]]
         return values[0] if p.single else tuple(values)

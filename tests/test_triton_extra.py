@@ -83,9 +83,9 @@ def test_relativistic_one_operator_call(kind):
     rel.test_one_fused_operator_call(kind, T)
 
 
-@pytest.mark.parametrize("kind", ["ragan", "rsgan"])
-def test_relativistic_composition_without_the_operator(kind, monkeypatch):
-    rel.test_composition_without_the_operator(kind, T, monkeypatch)
+@pytest.mark.parametrize("kind", ["rsgan", "ragan"])
+def test_relativistic_operator_equals_the_reference_backend(kind):
+    rel.test_operator_equals_the_reference_backend(kind, T)
 
 
 @pytest.mark.parametrize("kind", ["ragan", "rsgan"])

@@ -17,7 +17,7 @@ longer list takes ``ceil(n / 2)`` launch pairs, each adding into ``total`` in or
 ``triton_loss_terms_stats`` (same arguments) also returns ``stats`` (``[n, 4]``: per term the
 sums of ``x``, ``sigmoid(x)``, ``[x > 0]`` and ``[x < 0]``), from the same launches (``STATS`` switch).
 
-``triton_loss_grads`` is the three-pass alternative for backward (DESIGN.md section 2): forward
+``triton_loss_grads`` is the three-pass alternative for backward (docs/design.md): forward
 runs ``triton_loss_terms`` with ``need_grad`` all false (it only reads ``x``), and backward
 recomputes the gradient already multiplied by ``grad_output`` in one launch over all terms (read
 ``x``, write the gradient), instead of saving the gradient in forward and scaling it afterwards::
