@@ -36,23 +36,26 @@ def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
     return x if x.dtype == dtype else x.to(dtype)
 
 
-def _memo_key(kind, reduction, labels, scale_reduction, per_scale, stats):
+def _memo_key(kind, reduction, labels, scale_reduction, per_scale, flag):
     for v in labels:
         if type(v) not in _KEYABLE:
             return None
     # the types too: True == 1 == 1.0 as keys, but a bool label is an error
-    return (kind, reduction, *labels, *[type(v) for v in labels], scale_reduction, per_scale, stats)
+    return (kind, reduction, *labels, *[type(v) for v in labels], scale_reduction, per_scale, flag)
 
 
-def _pair_scales(real, fake):
-    """(reals, fakes, is_list): two lists of logits with one tensor per scale each."""
+def _pair_scales(real, fake, blame: str = "fake"):
+    """(reals, fakes, is_list): two lists of logits with one tensor per scale each; a count
+    mismatch is reported on the argument ``blame``."""
     reals, real_list = P.scales_of(real, "real")
     fakes, fake_list = P.scales_of(fake, "fake")
     if real_list != fake_list:
         raise TypeError("real: is a list of scales but fake is not" if real_list else
                         "fake: is a list of scales but real is not")
     if len(reals) != len(fakes):
-        raise ValueError(f"fake: has {len(fakes)} scales but real has {len(reals)}")
+        n = {"real": len(reals), "fake": len(fakes)}
+        other = "real" if blame == "fake" else "fake"
+        raise ValueError(f"{blame}: has {n[blame]} scales but {other} has {n[other]}")
     return reals, fakes, real_list
 
 
@@ -166,7 +169,7 @@ def discriminator_loss(
     return P.execute(P.Bound(plan, tensors, reals[0].device, dtype, counts), backend)
 
 
-def _g_reals(kind: str, real, fakes, is_list: bool, weight) -> list:
+def _g_reals(kind: str, real, fake, weight) -> list:
     """The real logits a relativistic generator loss needs (one per scale), or [] for the others."""
     if kind not in RELATIVISTIC:
         if real is not None:
@@ -176,12 +179,7 @@ def _g_reals(kind: str, real, fakes, is_list: bool, weight) -> list:
     if real is None:
         raise ValueError(f"real: loss kind {kind!r} is relativistic: generator_loss needs the real "
                          "logits, generator_loss(fake, kind, real=real)")
-    reals, real_list = P.scales_of(real, "real")
-    if real_list != is_list:
-        raise TypeError("real: is a list of scales but fake is not" if real_list else
-                        "real: fake is a list of scales but real is not")
-    if len(reals) != len(fakes):
-        raise ValueError(f"real: has {len(reals)} scales but fake has {len(fakes)}")
+    reals = _pair_scales(real, fake, blame="real")[0]
     if weight is not None:
         raise ValueError(f"weight: loss kind {kind!r} takes no weight")
     return reals
@@ -209,7 +207,7 @@ def generator_loss(
     of logits, one per scale, combined as in ``discriminator_loss`` (``scale_weights``,
     ``scale_reduction``; ``return_per_scale=True`` returns a ``GANLossResult``).
     """
-    key = _memo_key(kind, reduction, (target,), scale_reduction, return_per_scale, False)
+    key = _memo_key(kind, reduction, (target,), scale_reduction, return_per_scale, real is None)
     if key is not None and weight is None and scale_weights is None and type(fake) is Tensor:
         plan = _G_PLANS.get(key)
         if plan is not None and (real is None or type(real) is Tensor):
@@ -217,7 +215,7 @@ def generator_loss(
     kind_spec(kind)
     red = reduction_code(reduction)
     fakes, is_list = P.scales_of(fake, "fake")
-    reals = _g_reals(kind, real, fakes, is_list, weight)
+    reals = _g_reals(kind, real, fake, weight)
     P.check_extras(red, is_list, return_per_scale)
     factors = P.scale_factors(len(fakes), is_list, scale_weights, scale_reduction)
     names = P.names_of("fake", len(fakes), is_list), P.names_of("real", len(reals), is_list)
