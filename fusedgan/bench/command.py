@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="--e2e: training steps per round (default 16; quick 2)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--kinds", default="all", help="comma-separated loss kinds (default all)")
-    p.add_argument("--sides", default="D,G", help="D, G and the penalties gp, r1 (default D,G,gp,r1)")
+    p.add_argument("--sides", default=None, help="D, G and the penalties gp, r1 (default D,G,gp,r1)")
     p.add_argument("--dtypes", default=None, help="comma-separated: fp32,bf16,fp16,fp64 "
                                                   "(default fp32,bf16 on CPU; fp32,bf16,fp16 on CUDA)")
     p.add_argument("--modes", default="fwd+bwd,fwd", help="fwd+bwd and/or fwd (default both)")
@@ -76,12 +76,10 @@ def _kinds_sides(args) -> tuple:
     for k in kinds:
         if k not in fusedgan.KINDS:
             fail(f"--kinds: unknown loss kind {k!r}; expected some of {list(fusedgan.KINDS)}")
-    sides = csv_list(args.sides)
+    sides = csv_list(args.sides) if args.sides is not None else ["D", "G", *PENALTIES]
     for s in sides:
         if s not in ("D", "G") + PENALTIES:
             fail(f"--sides: unknown side {s!r}; expected D, G, gp or r1")
-    if args.sides == "D,G":
-        sides += list(PENALTIES)
     return kinds, sides
 
 
