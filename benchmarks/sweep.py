@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import fusedgan as fg  # noqa: E402
+from fusedgan.bench import count_launches  # noqa: E402  (the one launch counter)
 
 KINDS = ["ns", "mm", "ls", "wgan", "hinge"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -98,19 +99,6 @@ class Timer:
         return statistics.median(times)
 
 
-def count_launches(fn, device: str) -> int | None:
-    """Kernels launched by one call (CUDA); None on CPU."""
-    if device != "cuda":
-        return None
-    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-    with torch.profiler.profile(activities=acts) as prof:
-        fn()
-        torch.cuda.synchronize()
-    kinds = (torch.autograd.DeviceType.CUDA,)
-    return sum(1 for e in prof.events() if e.device_type in kinds and e.name and "Memcpy" not in e.name
-               and "Memset" not in e.name)
-
-
 def copy_bandwidth(device: str, n: int = 1 << 26) -> float:
     """Measured device-to-device copy bandwidth in GB/s (read + write)."""
     x = torch.empty(n, dtype=torch.float32, device=device)
@@ -146,7 +134,7 @@ def run(device: str, sizes, dtypes, kinds, sides=("D", "G"), provs=None, warmup=
                                 torch.cuda.reset_peak_memory_stats()
                             ms = timer.median_ms(lambda: step(*xs), warmup, reps, budget_s)
                             peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
-                            launches = count_launches(lambda: step(*xs), device)
+                            launches = count_launches(lambda: step(*xs), device) if device == "cuda" else None
                             err = None
                         except Exception as exc:  # noqa: BLE001 - record and go on
                             ms = peak = launches = None

@@ -1,7 +1,8 @@
 """The ``fusedgan`` command (also ``python -m fusedgan``).
 
     fusedgan demo   train a small GAN end to end with fusedgan losses (figure + JSON summary)
-    fusedgan bench  benchmark every loss against the reference, torch and torch.compile
+    fusedgan bench  benchmark every loss against torch, torch.compile and the autograd floor
+                    (--e2e: whole training steps of GAN recipes)
     fusedgan info   print versions, the extension's build and the backend each device gets
 
 ``main(argv)`` returns the exit status, so tests can call it in-process.
@@ -30,10 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(p)
     p.set_defaults(func=demo.run)
 
-    p = sub.add_parser("bench", help="benchmark the losses against reference / torch / torch.compile",
+    p = sub.add_parser("bench", help="benchmark the losses against torch / torch.compile / the autograd floor",
                        description=(bench.__doc__ or "").split("\n\n")[0])
     bench.add_arguments(p)
-    p.set_defaults(func=bench.run)
+    p.set_defaults(func=bench.main)
 
     p = sub.add_parser("info", help="versions, build and backends")
     p.set_defaults(func=lambda args: __import__("fusedgan").info())
@@ -44,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit status (argparse errors exit with status 2)."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        rc = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -53,4 +54,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: {exc.code}", file=sys.stderr)
             return 2
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0

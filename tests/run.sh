@@ -52,6 +52,14 @@ if want bench; then
   banner "benchmark smoke (pytest-benchmark, timing disabled)"
   FUSEDGAN_BENCH_SIZES=64,4096 FUSEDGAN_BENCH_PENALTY_SHAPES=2x3x8x8 \
     run_pytest bench benchmarks -q --benchmark-disable
+  banner "fusedgan bench --quick and bench --e2e --quick (smoke runs: every provider runs, exit status 0)"
+  bench_out=$(mktemp -d)
+  for extra in "" "--e2e"; do
+    "$PY" -m fusedgan bench --quick $extra --threads 1 --quiet --out "$bench_out" > "$bench_out/log.txt" 2>&1
+    rc=$?
+    tail -n 50 "$bench_out/log.txt"
+    [ $rc -eq 0 ] || { echo "stage bench FAILED: fusedgan bench --quick $extra (exit $rc)"; status=1; failed_stages=$((failed_stages + 1)); }
+  done
 fi
 
 if want cpp; then
