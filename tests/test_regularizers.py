@@ -540,3 +540,39 @@ def test_exports():
     for name in regularizers.__all__:
         assert getattr(fg, name) is getattr(regularizers, name)
         assert name in fg.__all__
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo's recipes (the full-length runs and their mode counts are in docs/penalties.md)
+
+
+@pytest.mark.parametrize("loss", ["r3gan", "approx-r1"])
+def test_demo_recipes_run_and_compare_with_exact_r1(tmp_path, loss):
+    import json
+
+    from fusedgan import cli
+
+    out = tmp_path / loss
+    argv = ["demo", "--loss", loss, "--steps", "8", "--batch-size", "32", "--hidden", "16", "--no-progress",
+            "--compare", "--out", str(out)]
+    assert cli.main(argv) == 0
+    with open(out / "demo.json") as fh:
+        s = json.load(fh)
+    pen = s["loss_curves"]["penalty"]
+    assert len(pen) == 8 and all(v == v and v >= 0 for v in pen) and max(pen) > 0
+    cmp = s["compare"]
+    assert cmp["exact_r1_ms_per_step"] > 0 and cmp["ms_per_step"] > 0
+    assert cmp["exact_r1_metrics"]["modes"] == 8
+
+
+def test_demo_r3gan_penalty_is_r1_plus_r2_with_cosine_gamma():
+    from fusedgan import demo
+
+    torch.manual_seed(0)
+    D = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
+    real, fake = torch.randn(16, 2), torch.randn(16, 2)
+    gen = torch.Generator()
+    for step, gamma in ((0, 1.0), (50, 0.55), (100, 0.1)):
+        got = demo.penalty("r3gan", D, real, fake, 0.1, gen, step=step, steps=100)
+        want = fg.r1(D, real, gamma=gamma) + fg.r2(D, fake, gamma=gamma)
+        torch.testing.assert_close(got, want)
