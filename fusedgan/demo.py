@@ -4,8 +4,8 @@ Data needs no download: the 2-D ring of 8 Gaussians (default), the 5x5 grid of 2
 scikit-learn's bundled 8x8 digits.  Generator and discriminator are small MLPs; the losses are
 ``fusedgan.discriminator_loss`` / ``fusedgan.generator_loss`` on whichever backend is chosen, plus
 a WGAN-GP or R1 penalty for ``--loss wgan-gp`` / ``--loss r1``, the R3GAN recipe for ``--loss r3gan``
-(``rsgan`` plus R1 and R2 every step, gamma on a cosine schedule) and the finite-difference
-R1 of ``fusedgan.approx_r1`` for ``--loss approx-r1``.
+(``rsgan`` plus R1 and R2 every step, gamma on a cosine schedule) and the same recipe with the
+finite-difference R1 and R2 of ``fusedgan.approx_r1`` / ``approx_r2`` for ``--loss approx-r1``.
 
 Quality follows the 2-D mixture literature (VEEGAN, PacGAN): a generated sample is
 *high-quality* when it lies within 3 standard deviations of its nearest mode, and a mode is
@@ -135,7 +135,7 @@ def make_models(data: Dataset, z_dim: int, hidden: int):
 
 def base_kind(loss: str) -> str:
     """The fusedgan loss kind under a --loss name (penalised variants add a penalty to it)."""
-    return {"wgan-gp": "wgan", "r1": "ns", "r3gan": "rsgan", "approx-r1": "ns"}.get(loss, loss)
+    return {"wgan-gp": "wgan", "r1": "ns", "r3gan": "rsgan", "approx-r1": "rsgan"}.get(loss, loss)
 
 
 def _input_grad(d: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -145,19 +145,21 @@ def _input_grad(d: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def penalty(loss: str, d: nn.Module, real, fake, weight: float, gen: torch.Generator, *, step: int = 0,
-            steps: int = 1, real_logits=None, sigma: float = 0.01):
+            steps: int = 1, real_logits=None, fake_logits=None, sigma: float = 0.01):
     if loss == "wgan-gp":
         eps = torch.rand(real.shape[0], 1, generator=gen).to(real.device)
         x_hat = eps * real + (1 - eps) * fake.detach()
         return weight * fusedgan.gradient_penalty(_input_grad(d, x_hat))
     if loss == "r1":
         return fusedgan.r1_penalty(_input_grad(d, real), gamma=weight)
-    if loss == "r3gan":  # R1 and R2 every step; gamma from R3GAN_GAMMA_DECAY * weight down to weight
+    if loss in ("r3gan", "approx-r1"):  # R1 and R2 every step, gamma from 10x weight down to weight
         gamma = fusedgan.cosine_decay(step, total_steps=steps, start=R3GAN_GAMMA_DECAY * weight, end=weight)
-        return (fusedgan.r1_penalty(_input_grad(d, real), gamma=gamma)
-                + fusedgan.r2_penalty(_input_grad(d, fake.detach()), gamma=gamma))
-    if loss == "approx-r1":  # one extra D forward at real + sigma * noise; D(real) is the D step's
-        return fusedgan.approx_r1(d, real, sigma=sigma, gamma=weight, logits=real_logits, generator=gen)
+        if loss == "r3gan":
+            return (fusedgan.r1_penalty(_input_grad(d, real), gamma=gamma)
+                    + fusedgan.r2_penalty(_input_grad(d, fake.detach()), gamma=gamma))
+        # finite differences: one extra D forward each; D(real) and D(fake) are the D step's own
+        return (fusedgan.approx_r1(d, real, sigma=sigma, gamma=gamma, logits=real_logits, generator=gen)
+                + fusedgan.approx_r2(d, fake, sigma=sigma, gamma=gamma, logits=fake_logits, generator=gen))
     return None
 
 
@@ -198,10 +200,10 @@ def train(args, backend: str, *, progress: bool = True, label: str = "") -> dict
         # Discriminator step.
         real = data.sample(args.batch_size, gen).to(device)
         fake = g_net(noise(args.batch_size))
-        real_logits = d_net(real)
-        d_loss = fusedgan.discriminator_loss(real_logits, d_net(fake.detach()), kind, backend=backend)
+        real_logits, fake_logits = d_net(real), d_net(fake.detach())
+        d_loss = fusedgan.discriminator_loss(real_logits, fake_logits, kind, backend=backend)
         pen = penalty(args.loss, d_net, real, fake, pw, gen, step=step, steps=args.steps,
-                      real_logits=real_logits, sigma=getattr(args, "sigma", 0.01)) if pw else None
+                      real_logits=real_logits, fake_logits=fake_logits, sigma=getattr(args, "sigma", 0.01)) if pw else None
         total = d_loss if pen is None else d_loss + pen
         opt_d.zero_grad(set_to_none=True)
         total.backward()
@@ -408,8 +410,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", choices=LOSSES, default="r1",
                    help="loss kind: ns, mm, ls, wgan, hinge, or wgan-gp (wgan + gradient penalty), "
                         "r1 (ns + R1 penalty; the default: plain GANs often drop modes of the ring), "
-                        "r3gan (rsgan + R1 + R2 every step, cosine gamma), approx-r1 (ns + the "
-                        "finite-difference R1 of fusedgan.approx_r1)")
+                        "r3gan (rsgan + R1 + R2 every step, cosine gamma), approx-r1 (the r3gan recipe "
+                        "with the finite-difference R1/R2 of fusedgan.approx_r1/approx_r2)")
     p.add_argument("--steps", type=_positive_int, default=None,
                    help="training steps (default 2000; 5000 for --data grid)")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="batch size (default 256)")
@@ -420,7 +422,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="WGAN-GP lambda / R1 gamma (default 0.1 for these toy problems; r3gan: the final "
                         "gamma, decayed on a cosine from 10x it)")
     p.add_argument("--sigma", type=float, default=0.01,
-                   help="approx-r1: the noise scale of the finite difference (default 0.01)")
+                   help="approx-r1: the noise scale of the finite differences (default 0.01)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--backend", default="auto", choices=("auto",) + backends.NAMES,
                    help="fusedgan backend (default: automatic choice)")
@@ -520,13 +522,14 @@ def _run(args) -> dict:
             "reference_metrics": metrics(ref["samples"], ref["data"]),
             "d_curve": ref["d_curve"],
         }
-        if args.loss in ("r3gan", "approx-r1"):  # the step time against exact R1, same backend
-            r1_args = argparse.Namespace(**{**vars(args), "loss": "r1", "penalty_weight": None})
-            r1_run = train(r1_args, backend, progress=progress, label=f"{backend} r1 ")
-            compare["exact_r1_steps_per_s"] = r1_run["steps_per_s"]
-            compare["exact_r1_ms_per_step"] = 1e3 * r1_run["seconds"] / args.steps
+        if args.loss in ("r3gan", "approx-r1"):  # step times against exact R1 (and R3GAN), same backend
             compare["ms_per_step"] = 1e3 * main_run["seconds"] / args.steps
-            compare["exact_r1_metrics"] = metrics(r1_run["samples"], r1_run["data"])
+            for other in ("r1", "r3gan") if args.loss == "approx-r1" else ("r1",):
+                o_args = argparse.Namespace(**{**vars(args), "loss": other, "penalty_weight": args.penalty_weight})
+                o_run = train(o_args, backend, progress=progress, label=f"{backend} {other} ")
+                key = "exact_r1" if other == "r1" else "exact_r3gan"
+                compare[f"{key}_ms_per_step"] = 1e3 * o_run["seconds"] / args.steps
+                compare[f"{key}_metrics"] = metrics(o_run["samples"], o_run["data"])
     every = max(1, args.steps // 1000)
     summary = {
         "command": "demo",
@@ -562,10 +565,12 @@ def _run(args) -> dict:
               f"{compare['max_abs_loss_curve_diff']:.2g} at most"
               + (f" (curves part by >1e-3 from step {compare['first_step_diff_above_1e-3']})"
                  if compare["first_step_diff_above_1e-3"] is not None else "") + note)
-    if compare is not None and "exact_r1_ms_per_step" in compare:
-        print(f"compare: {args.loss} {compare['ms_per_step']:.2f} ms/step vs exact R1 (--loss r1) "
-              f"{compare['exact_r1_ms_per_step']:.2f} ms/step on {backend} "
-              f"({compare['exact_r1_ms_per_step'] / compare['ms_per_step']:.2f}x); exact R1 covers "
-              f"{compare['exact_r1_metrics']['modes_covered']}/{compare['exact_r1_metrics']['modes']} modes")
+    for key, name in (("exact_r1", "exact R1 (--loss r1)"), ("exact_r3gan", "exact R1 + R2 (--loss r3gan)")):
+        if compare is not None and f"{key}_ms_per_step" in compare:
+            om = compare[f"{key}_metrics"]
+            print(f"compare: {args.loss} {compare['ms_per_step']:.2f} ms/step vs {name} "
+                  f"{compare[f'{key}_ms_per_step']:.2f} ms/step on {backend} "
+                  f"({compare[f'{key}_ms_per_step'] / compare['ms_per_step']:.2f}x); it covers "
+                  f"{om['modes_covered']}/{om['modes']} modes")
     print(f"wrote {json_path}" + (f" and {fig_path}" if summary["figure"] else ""))
     return summary
