@@ -79,8 +79,8 @@ def test_approx_r1_penalty_matches_reference(backend, dtype, shape):
     sigma, gamma = 0.05, 7.5
     base = torch.randn(shape, dtype=torch.float64)
     pert64 = base + sigma * torch.randn(shape, dtype=torch.float64)
-    lx = base.to(dtype).to(DEVICE).requires_grad_(True)
-    px = pert64.to(dtype).to(DEVICE).requires_grad_(True)
+    lx = base.to(dtype).to(DEVICE, copy=True).requires_grad_(True)
+    px = pert64.to(dtype).to(DEVICE, copy=True).requires_grad_(True)
     go = torch.rand((), dtype=torch.float64) + 0.5
     ops = ran_ops(lambda: fg.approx_r1_penalty(lx, px, sigma=sigma, gamma=gamma, backend=backend))
     assert ops == kernel_of(backend)

@@ -36,8 +36,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def test_approx_r1_penalty_triton(dtype, shape):
     sigma, gamma = 0.05, 7.5
     base = torch.randn(shape, dtype=torch.float64)
-    lx = base.to(dtype).to(DEVICE).requires_grad_(True)
-    px = (base + sigma * torch.randn(shape, dtype=torch.float64)).to(dtype).to(DEVICE).requires_grad_(True)
+    pert = base + sigma * torch.randn(shape, dtype=torch.float64)
+    lx = base.to(dtype).to(DEVICE, copy=True).requires_grad_(True)
+    px = pert.to(dtype).to(DEVICE, copy=True).requires_grad_(True)
     ops = ran_ops(lambda: fg.approx_r1_penalty(lx, px, sigma=sigma, gamma=gamma, backend="triton"))
     assert ops == {"fusedgan::rel_gan_loss", "fusedgan::triton_loss_terms"}
     out = fg.approx_r1_penalty(lx, px, sigma=sigma, gamma=gamma, backend="triton")
