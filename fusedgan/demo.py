@@ -202,8 +202,9 @@ def train(args, backend: str, *, progress: bool = True, label: str = "") -> dict
         fake = g_net(noise(args.batch_size))
         real_logits, fake_logits = d_net(real), d_net(fake.detach())
         d_loss = fusedgan.discriminator_loss(real_logits, fake_logits, kind, backend=backend)
-        pen = penalty(args.loss, d_net, real, fake, pw, gen, step=step, steps=args.steps,
-                      real_logits=real_logits, fake_logits=fake_logits, sigma=getattr(args, "sigma", 0.01)) if pw else None
+        pen = None if not pw else penalty(args.loss, d_net, real, fake, pw, gen, step=step, steps=args.steps,
+                                          real_logits=real_logits, fake_logits=fake_logits,
+                                          sigma=getattr(args, "sigma", 0.01))
         total = d_loss if pen is None else d_loss + pen
         opt_d.zero_grad(set_to_none=True)
         total.backward()

@@ -1,13 +1,15 @@
 """Modern GAN regularizers: approximate R1/R2, gamma schedules, LeCam, path length, adaptive weight.
 
-| function | value | source |
-|---|---|---|
-| ``approx_r1_penalty(logits, perturbed_logits, sigma=, gamma=)`` | ``(gamma/2) E_b sum (p - l)^2 / sigma^2`` | Seaweed-APT (Lin et al. 2025) |
-| ``approx_r1(D, real, ...)`` / ``approx_r2(D, fake, ...)`` | the above with ``p = D(x + sigma*eps)`` | |
-| ``cosine_decay(step, total_steps=, start=, end=, warmup_steps=)`` | a gamma schedule (plain float) | R3GAN (Huang et al. 2024) |
-| ``LeCamRegularizer(decay)`` | ``E relu(r - ema_f)^2 + E relu(ema_r - f)^2`` | Tseng et al. 2021 |
-| ``PathLengthRegularizer(decay)`` | ``E_b (len_b - m)^2``, ``m`` the moving mean of lengths | StyleGAN2 (Karras et al. 2020) |
-| ``adaptive_gan_weight(rec, g, W)`` | ``clamp(||d rec/dW|| / (||d g/dW|| + eps), 0, max)`` | VQGAN (Esser et al. 2021) |
+- ``approx_r1_penalty(logits, perturbed_logits, *, sigma, gamma)``:
+  ``(gamma/2) E_b sum (p - l)^2 / sigma^2`` (Seaweed-APT, Lin et al. 2025); ``approx_r1(D, real)``
+  and ``approx_r2(D, fake)`` with ``p = D(x + sigma * eps)``.
+- ``cosine_decay(step, *, total_steps, start, end, warmup_steps)``: a gamma schedule (R3GAN,
+  Huang et al. 2024), a plain float.
+- ``LeCamRegularizer(decay)``: ``E relu(r - ema_f)^2 + E relu(ema_r - f)^2`` (Tseng et al. 2021).
+- ``PathLengthRegularizer(decay)``: ``E_b (len_b - m)^2``, ``m`` the moving mean of the lengths
+  (StyleGAN2, Karras et al. 2020); ``path_length_noise(images)``.
+- ``adaptive_gan_weight(rec, g, W)``: ``clamp(||d rec/dW|| / (||d g/dW|| + eps), 0, max)``
+  (VQGAN, Esser et al. 2021).
 
 What runs: ``approx_r1_penalty`` is a plan over ``fusedgan::rel_gan_loss`` (the pairwise
 relativistic logit ``d = perturbed - logits``, element ``HALF_SQUARE`` with label 0, coefficient
