@@ -19,6 +19,17 @@ from .penalties import (  # noqa: E402
     r2_penalty,
     wgan_gp,
 )
+from . import regularizers  # noqa: E402
+from .regularizers import (  # noqa: E402
+    LeCamRegularizer,
+    PathLengthRegularizer,
+    adaptive_gan_weight,
+    approx_r1,
+    approx_r1_penalty,
+    approx_r2,
+    cosine_decay,
+    path_length_noise,
+)
 from .compat import is_patched, patch_torch, patched, unpatch_torch  # noqa: E402
 from .kinds import KINDS  # noqa: E402
 from .info import info  # noqa: E402
@@ -26,6 +37,15 @@ from .info import info  # noqa: E402
 __all__ = [
     "GANLossResult",
     "LazyRegularization",
+    "LeCamRegularizer",
+    "PathLengthRegularizer",
+    "adaptive_gan_weight",
+    "approx_r1",
+    "approx_r1_penalty",
+    "approx_r2",
+    "cosine_decay",
+    "path_length_noise",
+    "regularizers",
     "STAT_KEYS",
     "codes",
     "dragan",

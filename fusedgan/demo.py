@@ -3,7 +3,9 @@
 Data needs no download: the 2-D ring of 8 Gaussians (default), the 5x5 grid of 25 Gaussians, or
 scikit-learn's bundled 8x8 digits.  Generator and discriminator are small MLPs; the losses are
 ``fusedgan.discriminator_loss`` / ``fusedgan.generator_loss`` on whichever backend is chosen, plus
-a WGAN-GP or R1 penalty for ``--loss wgan-gp`` / ``--loss r1``.
+a WGAN-GP or R1 penalty for ``--loss wgan-gp`` / ``--loss r1``, the R3GAN recipe for ``--loss r3gan``
+(``rsgan`` plus R1 and R2 every step, gamma on a cosine schedule) and the same recipe with the
+finite-difference R1 and R2 of ``fusedgan.approx_r1`` / ``approx_r2`` for ``--loss approx-r1``.
 
 Quality follows the 2-D mixture literature (VEEGAN, PacGAN): a generated sample is
 *high-quality* when it lies within 3 standard deviations of its nearest mode, and a mode is
@@ -33,7 +35,8 @@ from torch import nn
 import fusedgan
 from fusedgan import backends
 
-LOSSES = ("ns", "mm", "ls", "wgan", "hinge", "wgan-gp", "r1")
+LOSSES = ("ns", "mm", "ls", "wgan", "hinge", "wgan-gp", "r1", "r3gan", "approx-r1")
+PENALIZED = ("wgan-gp", "r1", "r3gan", "approx-r1")
 DATASETS = ("ring", "grid", "digits")
 COVER_FRACTION = 0.2  # a mode is covered with >= 20% of its expected high-quality samples
 EVAL_SAMPLES = 2500
@@ -132,7 +135,7 @@ def make_models(data: Dataset, z_dim: int, hidden: int):
 
 def base_kind(loss: str) -> str:
     """The fusedgan loss kind under a --loss name (penalised variants add a penalty to it)."""
-    return {"wgan-gp": "wgan", "r1": "ns"}.get(loss, loss)
+    return {"wgan-gp": "wgan", "r1": "ns", "r3gan": "rsgan", "approx-r1": "rsgan"}.get(loss, loss)
 
 
 def _input_grad(d: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -141,18 +144,28 @@ def _input_grad(d: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return g
 
 
-def penalty(loss: str, d: nn.Module, real, fake, weight: float, gen: torch.Generator):
+def penalty(loss: str, d: nn.Module, real, fake, weight: float, gen: torch.Generator, *, step: int = 0,
+            steps: int = 1, real_logits=None, fake_logits=None, sigma: float = 0.01):
     if loss == "wgan-gp":
         eps = torch.rand(real.shape[0], 1, generator=gen).to(real.device)
         x_hat = eps * real + (1 - eps) * fake.detach()
         return weight * fusedgan.gradient_penalty(_input_grad(d, x_hat))
     if loss == "r1":
         return fusedgan.r1_penalty(_input_grad(d, real), gamma=weight)
+    if loss in ("r3gan", "approx-r1"):  # R1 and R2 every step, gamma from 10x weight down to weight
+        gamma = fusedgan.cosine_decay(step, total_steps=steps, start=R3GAN_GAMMA_DECAY * weight, end=weight)
+        if loss == "r3gan":
+            return (fusedgan.r1_penalty(_input_grad(d, real), gamma=gamma)
+                    + fusedgan.r2_penalty(_input_grad(d, fake.detach()), gamma=gamma))
+        # finite differences: one extra D forward each; D(real) and D(fake) are the D step's own
+        return (fusedgan.approx_r1(d, real, sigma=sigma, gamma=gamma, logits=real_logits, generator=gen)
+                + fusedgan.approx_r2(d, fake, sigma=sigma, gamma=gamma, logits=fake_logits, generator=gen))
     return None
 
 
 # Per-loss training defaults that make the toy problems train in a few thousand steps.
-DEFAULT_PENALTY_WEIGHT = {"wgan-gp": 0.1, "r1": 0.1}
+DEFAULT_PENALTY_WEIGHT = {"wgan-gp": 0.1, "r1": 0.1, "r3gan": 0.1, "approx-r1": 0.1}
+R3GAN_GAMMA_DECAY = 10.0  # R3GAN decays gamma tenfold (150 -> 15 on FFHQ); here 1.0 -> 0.1
 WGAN_CLIP = 0.1  # plain WGAN needs a Lipschitz constraint: weight clipping, as in Arjovsky et al.
 
 
@@ -187,8 +200,11 @@ def train(args, backend: str, *, progress: bool = True, label: str = "") -> dict
         # Discriminator step.
         real = data.sample(args.batch_size, gen).to(device)
         fake = g_net(noise(args.batch_size))
-        d_loss = fusedgan.discriminator_loss(d_net(real), d_net(fake.detach()), kind, backend=backend)
-        pen = penalty(args.loss, d_net, real, fake, pw, gen)
+        real_logits, fake_logits = d_net(real), d_net(fake.detach())
+        d_loss = fusedgan.discriminator_loss(real_logits, fake_logits, kind, backend=backend)
+        pen = None if not pw else penalty(args.loss, d_net, real, fake, pw, gen, step=step, steps=args.steps,
+                                          real_logits=real_logits, fake_logits=fake_logits,
+                                          sigma=getattr(args, "sigma", 0.01))
         total = d_loss if pen is None else d_loss + pen
         opt_d.zero_grad(set_to_none=True)
         total.backward()
@@ -199,7 +215,12 @@ def train(args, backend: str, *, progress: bool = True, label: str = "") -> dict
                     p.clamp_(-WGAN_CLIP, WGAN_CLIP)
         # Generator step.
         fake = g_net(noise(args.batch_size))
-        g_loss = fusedgan.generator_loss(d_net(fake), kind, backend=backend)
+        if kind in fusedgan.kinds.RELATIVISTIC:  # the pairing reads D(real); no gradient to D here
+            with torch.no_grad():
+                real_for_g = d_net(data.sample(args.batch_size, gen).to(device))
+            g_loss = fusedgan.generator_loss(d_net(fake), kind, real=real_for_g, backend=backend)
+        else:
+            g_loss = fusedgan.generator_loss(d_net(fake), kind, backend=backend)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
@@ -227,7 +248,7 @@ def train(args, backend: str, *, progress: bool = True, label: str = "") -> dict
         "steps_per_s": args.steps / seconds if seconds > 0 else float("inf"),
         "d_curve": d_curve.cpu(),
         "g_curve": g_curve.cpu(),
-        "penalty_curve": p_curve.cpu() if pw and args.loss in ("wgan-gp", "r1") else None,
+        "penalty_curve": p_curve.cpu() if pw and args.loss in PENALIZED else None,
         "penalty_weight": pw,
         "samples": samples,
         "data": data,
@@ -389,7 +410,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "digits: scikit-learn's 8x8 digits (needs scikit-learn)")
     p.add_argument("--loss", choices=LOSSES, default="r1",
                    help="loss kind: ns, mm, ls, wgan, hinge, or wgan-gp (wgan + gradient penalty), "
-                        "r1 (ns + R1 penalty; the default: plain GANs often drop modes of the ring)")
+                        "r1 (ns + R1 penalty; the default: plain GANs often drop modes of the ring), "
+                        "r3gan (rsgan + R1 + R2 every step, cosine gamma), approx-r1 (the r3gan recipe "
+                        "with the finite-difference R1/R2 of fusedgan.approx_r1/approx_r2)")
     p.add_argument("--steps", type=_positive_int, default=None,
                    help="training steps (default 2000; 5000 for --data grid)")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="batch size (default 256)")
@@ -397,7 +420,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--z-dim", type=_positive_int, default=8, help="latent size (default 8)")
     p.add_argument("--hidden", type=_positive_int, default=128, help="MLP width (default 128)")
     p.add_argument("--penalty-weight", type=float, default=None,
-                   help="WGAN-GP lambda / R1 gamma (default 0.1 for these toy problems)")
+                   help="WGAN-GP lambda / R1 gamma (default 0.1 for these toy problems; r3gan: the final "
+                        "gamma, decayed on a cosine from 10x it)")
+    p.add_argument("--sigma", type=float, default=0.01,
+                   help="approx-r1: the noise scale of the finite differences (default 0.01)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--backend", default="auto", choices=("auto",) + backends.NAMES,
                    help="fusedgan backend (default: automatic choice)")
@@ -497,6 +523,14 @@ def _run(args) -> dict:
             "reference_metrics": metrics(ref["samples"], ref["data"]),
             "d_curve": ref["d_curve"],
         }
+        if args.loss in ("r3gan", "approx-r1"):  # step times against exact R1 (and R3GAN), same backend
+            compare["ms_per_step"] = 1e3 * main_run["seconds"] / args.steps
+            for other in ("r1", "r3gan") if args.loss == "approx-r1" else ("r1",):
+                o_args = argparse.Namespace(**{**vars(args), "loss": other, "penalty_weight": args.penalty_weight})
+                o_run = train(o_args, backend, progress=progress, label=f"{backend} {other} ")
+                key = "exact_r1" if other == "r1" else "exact_r3gan"
+                compare[f"{key}_ms_per_step"] = 1e3 * o_run["seconds"] / args.steps
+                compare[f"{key}_metrics"] = metrics(o_run["samples"], o_run["data"])
     every = max(1, args.steps // 1000)
     summary = {
         "command": "demo",
@@ -532,5 +566,12 @@ def _run(args) -> dict:
               f"{compare['max_abs_loss_curve_diff']:.2g} at most"
               + (f" (curves part by >1e-3 from step {compare['first_step_diff_above_1e-3']})"
                  if compare["first_step_diff_above_1e-3"] is not None else "") + note)
+    for key, name in (("exact_r1", "exact R1 (--loss r1)"), ("exact_r3gan", "exact R1 + R2 (--loss r3gan)")):
+        if compare is not None and f"{key}_ms_per_step" in compare:
+            om = compare[f"{key}_metrics"]
+            print(f"compare: {args.loss} {compare['ms_per_step']:.2f} ms/step vs {name} "
+                  f"{compare[f'{key}_ms_per_step']:.2f} ms/step on {backend} "
+                  f"({compare[f'{key}_ms_per_step'] / compare['ms_per_step']:.2f}x); it covers "
+                  f"{om['modes_covered']}/{om['modes']} modes")
     print(f"wrote {json_path}" + (f" and {fig_path}" if summary["figure"] else ""))
     return summary
