@@ -126,7 +126,7 @@ def test_bench_provider_error_exits_1(tmp_path, monkeypatch, capsys, keep_going)
 def test_e2e_quick(tmp_path):
     code, res, out = _bench(tmp_path, "--e2e", "--quick", "--providers", "torch,fusedgan")
     assert code == 0 and res["errors"] == []
-    assert {r["config"] for r in res["rows"]} == {"dcgan", "pix2pix", "stylegan2-r1", "r3gan"}
+    assert {r["config"] for r in res["rows"]} == {"dcgan", "pix2pix", "stylegan2-r1", "r3gan", "r3gan-approx"}
     for r in res["rows"]:
         for key in ("config", "provider", "step_ms", "loss_ms", "speedup", "loss_share"):
             assert r[key] is not None, key
