@@ -173,85 +173,115 @@ WGAN_CLIP = 0.1  # plain WGAN needs a Lipschitz constraint: weight clipping, as 
 # Training
 
 
+@dataclass
+class _Trainer:
+    """The state of one training run: data, models, optimizers and the random draws."""
+
+    args: argparse.Namespace
+    backend: str
+    device: torch.device
+    data: object
+    g_net: nn.Module
+    d_net: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    gen: torch.Generator  # data, noise and interpolation draws
+    kind: str
+    pw: float  # penalty weight (0: none)
+
+    @classmethod
+    def build(cls, args, backend: str) -> "_Trainer":
+        device = torch.device(args.device)
+        torch.manual_seed(args.seed)
+        data = make_dataset(args.data)
+        g_net, d_net = make_models(data, args.z_dim, args.hidden)
+        g_net.to(device)
+        d_net.to(device)
+        betas = (0.5, 0.9) if args.loss in ("wgan", "wgan-gp") else (0.5, 0.999)
+        pw = args.penalty_weight if args.penalty_weight is not None else DEFAULT_PENALTY_WEIGHT.get(args.loss, 0.0)
+        return cls(args, backend, device, data, g_net, d_net,
+                   torch.optim.Adam(g_net.parameters(), lr=args.lr, betas=betas),
+                   torch.optim.Adam(d_net.parameters(), lr=args.lr, betas=betas),
+                   torch.Generator().manual_seed(args.seed + 1), base_kind(args.loss), pw)
+
+    def noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.args.z_dim, generator=self.gen).to(self.device)
+
+    def real(self) -> torch.Tensor:
+        return self.data.sample(self.args.batch_size, self.gen).to(self.device)
+
+    def d_step(self, step: int):
+        """One discriminator update; returns (loss, penalty or None)."""
+        a = self.args
+        real, fake = self.real(), self.g_net(self.noise(a.batch_size))
+        real_logits, fake_logits = self.d_net(real), self.d_net(fake.detach())
+        d_loss = fusedgan.discriminator_loss(real_logits, fake_logits, self.kind, backend=self.backend)
+        pen = None if not self.pw else penalty(a.loss, self.d_net, real, fake, self.pw, self.gen, step=step,
+                                               steps=a.steps, real_logits=real_logits, fake_logits=fake_logits,
+                                               sigma=getattr(a, "sigma", 0.01))
+        total = d_loss if pen is None else d_loss + pen
+        self.opt_d.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_d.step()
+        if a.loss == "wgan":
+            with torch.no_grad():
+                for p in self.d_net.parameters():
+                    p.clamp_(-WGAN_CLIP, WGAN_CLIP)
+        return d_loss, pen
+
+    def g_step(self) -> torch.Tensor:
+        fake_logits = self.d_net(self.g_net(self.noise(self.args.batch_size)))
+        real_for_g = None
+        if self.kind in fusedgan.kinds.RELATIVISTIC:  # the pairing reads D(real); no gradient to D here
+            with torch.no_grad():
+                real_for_g = self.d_net(self.real())
+        g_loss = fusedgan.generator_loss(fake_logits, self.kind, real=real_for_g, backend=self.backend)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        return g_loss
+
+    def samples(self) -> torch.Tensor:
+        self.g_net.eval()
+        with torch.no_grad():
+            eval_gen = torch.Generator().manual_seed(self.args.seed + 2)
+            z = torch.randn(EVAL_SAMPLES, self.args.z_dim, generator=eval_gen).to(self.device)
+            return self.g_net(z).cpu()
+
+
 def train(args, backend: str, *, progress: bool = True, label: str = "") -> dict:
     """One seeded training run; returns curves, timings, the models and final samples."""
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed)
-    data = make_dataset(args.data)
-    g_net, d_net = make_models(data, args.z_dim, args.hidden)
-    g_net.to(device)
-    d_net.to(device)
-    betas = (0.5, 0.9) if args.loss in ("wgan", "wgan-gp") else (0.5, 0.999)
-    opt_g = torch.optim.Adam(g_net.parameters(), lr=args.lr, betas=betas)
-    opt_d = torch.optim.Adam(d_net.parameters(), lr=args.lr, betas=betas)
-    gen = torch.Generator().manual_seed(args.seed + 1)  # data, noise and interpolation draws
-    kind = base_kind(args.loss)
-    pw = args.penalty_weight if args.penalty_weight is not None else DEFAULT_PENALTY_WEIGHT.get(args.loss, 0.0)
-    d_curve = torch.zeros(args.steps, device=device)
-    g_curve = torch.zeros(args.steps, device=device)
-    p_curve = torch.zeros(args.steps, device=device)
-
-    def noise(n):
-        return torch.randn(n, args.z_dim, generator=gen).to(device)
-
+    tr = _Trainer.build(args, backend)
+    curves = torch.zeros(3, args.steps, device=tr.device)  # D, G, penalty: no host sync per step
     bar = _progress(args.steps, progress, label)
     t0 = time.perf_counter()
     for step in range(args.steps):
-        # Discriminator step.
-        real = data.sample(args.batch_size, gen).to(device)
-        fake = g_net(noise(args.batch_size))
-        real_logits, fake_logits = d_net(real), d_net(fake.detach())
-        d_loss = fusedgan.discriminator_loss(real_logits, fake_logits, kind, backend=backend)
-        pen = None if not pw else penalty(args.loss, d_net, real, fake, pw, gen, step=step, steps=args.steps,
-                                          real_logits=real_logits, fake_logits=fake_logits,
-                                          sigma=getattr(args, "sigma", 0.01))
-        total = d_loss if pen is None else d_loss + pen
-        opt_d.zero_grad(set_to_none=True)
-        total.backward()
-        opt_d.step()
-        if args.loss == "wgan":
-            with torch.no_grad():
-                for p in d_net.parameters():
-                    p.clamp_(-WGAN_CLIP, WGAN_CLIP)
-        # Generator step.
-        fake = g_net(noise(args.batch_size))
-        if kind in fusedgan.kinds.RELATIVISTIC:  # the pairing reads D(real); no gradient to D here
-            with torch.no_grad():
-                real_for_g = d_net(data.sample(args.batch_size, gen).to(device))
-            g_loss = fusedgan.generator_loss(d_net(fake), kind, real=real_for_g, backend=backend)
-        else:
-            g_loss = fusedgan.generator_loss(d_net(fake), kind, backend=backend)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        # Curves stay on the device: no host sync per step.
-        d_curve[step] = d_loss.detach()
-        g_curve[step] = g_loss.detach()
+        d_loss, pen = tr.d_step(step)
+        g_loss = tr.g_step()
+        curves[0, step] = d_loss.detach()
+        curves[1, step] = g_loss.detach()
         if pen is not None:
-            p_curve[step] = pen.detach()
+            curves[2, step] = pen.detach()
         if bar is not None:
             bar.update(1)
             if step % 50 == 0 or step == args.steps - 1:
                 bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", refresh=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    if tr.device.type == "cuda":
+        torch.cuda.synchronize(tr.device)
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    g_net.eval()
-    with torch.no_grad():
-        eval_gen = torch.Generator().manual_seed(args.seed + 2)
-        samples = g_net(torch.randn(EVAL_SAMPLES, args.z_dim, generator=eval_gen).to(device)).cpu()
+    curves = curves.cpu()
     return {
         "backend": backend,
         "seconds": seconds,
         "steps_per_s": args.steps / seconds if seconds > 0 else float("inf"),
-        "d_curve": d_curve.cpu(),
-        "g_curve": g_curve.cpu(),
-        "penalty_curve": p_curve.cpu() if pw and args.loss in PENALIZED else None,
-        "penalty_weight": pw,
-        "samples": samples,
-        "data": data,
+        "d_curve": curves[0],
+        "g_curve": curves[1],
+        "penalty_curve": curves[2] if tr.pw and args.loss in PENALIZED else None,
+        "penalty_weight": tr.pw,
+        "samples": tr.samples(),
+        "data": tr.data,
     }
 
 
@@ -489,48 +519,39 @@ def run(args) -> dict:
         torch.set_num_threads(threads)  # in-process callers (tests) keep their setting
 
 
-def _run(args) -> dict:
-    args.device = resolve_device(args.device)
-    if args.steps is None:
-        args.steps = DEFAULT_STEPS.get(args.data, 2000)
-    if args.data == "digits":
-        make_dataset("digits")  # fail early and clearly without scikit-learn
-    backend = resolve_backend(args.backend, args.device)
-    os.makedirs(args.out, exist_ok=True)
-    progress = not args.no_progress
-    print(f"fusedgan demo: {args.data}, loss {args.loss}, {args.steps} steps, batch {args.batch_size}, "
-          f"device {args.device}, backend {backend}, seed {args.seed}")
-    main_run = train(args, backend, progress=progress, label=f"{backend} ")
-    m = metrics(main_run["samples"], main_run["data"])
-    compare = None
-    if args.compare:
-        ref = train(args, "reference", progress=progress, label="reference ")
-        # Per-step difference of the two runs' D and G losses.  Step 0 sees identical inputs, so it
-        # measures the loss kernels alone; later steps add the training's own amplification of
-        # rounding differences (GAN training is chaotic), so we also say where the curves part.
-        diff = torch.maximum((main_run["d_curve"] - ref["d_curve"]).abs(),
-                             (main_run["g_curve"] - ref["g_curve"]).abs())
-        apart = (diff > 1e-3).nonzero()
-        compare = {
-            "backend": backend,
-            "steps_per_s": main_run["steps_per_s"],
-            "reference_steps_per_s": ref["steps_per_s"],
-            "speedup": main_run["steps_per_s"] / ref["steps_per_s"],
-            "max_abs_loss_curve_diff": float(diff.max()),
-            "step0_abs_diff": float(diff[0]),
-            "max_abs_diff_first_100_steps": float(diff[:100].max()),
-            "first_step_diff_above_1e-3": int(apart[0]) if len(apart) else None,
-            "reference_metrics": metrics(ref["samples"], ref["data"]),
-            "d_curve": ref["d_curve"],
-        }
-        if args.loss in ("r3gan", "approx-r1"):  # step times against exact R1 (and R3GAN), same backend
-            compare["ms_per_step"] = 1e3 * main_run["seconds"] / args.steps
-            for other in ("r1", "r3gan") if args.loss == "approx-r1" else ("r1",):
-                o_args = argparse.Namespace(**{**vars(args), "loss": other, "penalty_weight": args.penalty_weight})
-                o_run = train(o_args, backend, progress=progress, label=f"{backend} {other} ")
-                key = "exact_r1" if other == "r1" else "exact_r3gan"
-                compare[f"{key}_ms_per_step"] = 1e3 * o_run["seconds"] / args.steps
-                compare[f"{key}_metrics"] = metrics(o_run["samples"], o_run["data"])
+def _compare(args, backend: str, main_run: dict, progress: bool) -> dict:
+    """--compare: the same run on the reference backend (and, for the R3GAN recipes, exact R1)."""
+    ref = train(args, "reference", progress=progress, label="reference ")
+    # Per-step difference of the two runs' D and G losses.  Step 0 sees identical inputs, so it
+    # measures the loss kernels alone; later steps add the training's own amplification of
+    # rounding differences (GAN training is chaotic), so we also say where the curves part.
+    diff = torch.maximum((main_run["d_curve"] - ref["d_curve"]).abs(),
+                         (main_run["g_curve"] - ref["g_curve"]).abs())
+    apart = (diff > 1e-3).nonzero()
+    compare = {
+        "backend": backend,
+        "steps_per_s": main_run["steps_per_s"],
+        "reference_steps_per_s": ref["steps_per_s"],
+        "speedup": main_run["steps_per_s"] / ref["steps_per_s"],
+        "max_abs_loss_curve_diff": float(diff.max()),
+        "step0_abs_diff": float(diff[0]),
+        "max_abs_diff_first_100_steps": float(diff[:100].max()),
+        "first_step_diff_above_1e-3": int(apart[0]) if len(apart) else None,
+        "reference_metrics": metrics(ref["samples"], ref["data"]),
+        "d_curve": ref["d_curve"],
+    }
+    if args.loss in ("r3gan", "approx-r1"):  # step times against exact R1 (and R3GAN), same backend
+        compare["ms_per_step"] = 1e3 * main_run["seconds"] / args.steps
+        for other in ("r1", "r3gan") if args.loss == "approx-r1" else ("r1",):
+            o_args = argparse.Namespace(**{**vars(args), "loss": other, "penalty_weight": args.penalty_weight})
+            o_run = train(o_args, backend, progress=progress, label=f"{backend} {other} ")
+            key = "exact_r1" if other == "r1" else "exact_r3gan"
+            compare[f"{key}_ms_per_step"] = 1e3 * o_run["seconds"] / args.steps
+            compare[f"{key}_metrics"] = metrics(o_run["samples"], o_run["data"])
+    return compare
+
+
+def _summary(args, backend: str, main_run: dict, m: dict, compare: Optional[dict]) -> dict:
     every = max(1, args.steps // 1000)
     summary = {
         "command": "demo",
@@ -549,6 +570,42 @@ def _run(args) -> dict:
     }
     if compare is not None:
         summary["compare"] = {k: v for k, v in compare.items() if k != "d_curve"}
+    return summary
+
+
+def _print_compare(args, backend: str, compare: dict) -> None:
+    note = " (both runs used the reference: no fused backend here)" if backend == "reference" else ""
+    print(f"compare: {backend} {compare['steps_per_s']:.0f} steps/s vs reference "
+          f"{compare['reference_steps_per_s']:.0f} steps/s ({compare['speedup']:.2f}x); "
+          f"loss-curve difference: {compare['step0_abs_diff']:.2g} at step 0, "
+          f"{compare['max_abs_diff_first_100_steps']:.2g} over the first 100 steps, "
+          f"{compare['max_abs_loss_curve_diff']:.2g} at most"
+          + (f" (curves part by >1e-3 from step {compare['first_step_diff_above_1e-3']})"
+             if compare["first_step_diff_above_1e-3"] is not None else "") + note)
+    for key, name in (("exact_r1", "exact R1 (--loss r1)"), ("exact_r3gan", "exact R1 + R2 (--loss r3gan)")):
+        if f"{key}_ms_per_step" in compare:
+            om = compare[f"{key}_metrics"]
+            print(f"compare: {args.loss} {compare['ms_per_step']:.2f} ms/step vs {name} "
+                  f"{compare[f'{key}_ms_per_step']:.2f} ms/step on {backend} "
+                  f"({compare[f'{key}_ms_per_step'] / compare['ms_per_step']:.2f}x); it covers "
+                  f"{om['modes_covered']}/{om['modes']} modes")
+
+
+def _run(args) -> dict:
+    args.device = resolve_device(args.device)
+    if args.steps is None:
+        args.steps = DEFAULT_STEPS.get(args.data, 2000)
+    if args.data == "digits":
+        make_dataset("digits")  # fail early and clearly without scikit-learn
+    backend = resolve_backend(args.backend, args.device)
+    os.makedirs(args.out, exist_ok=True)
+    progress = not args.no_progress
+    print(f"fusedgan demo: {args.data}, loss {args.loss}, {args.steps} steps, batch {args.batch_size}, "
+          f"device {args.device}, backend {backend}, seed {args.seed}")
+    main_run = train(args, backend, progress=progress, label=f"{backend} ")
+    m = metrics(main_run["samples"], main_run["data"])
+    compare = _compare(args, backend, main_run, progress) if args.compare else None
+    summary = _summary(args, backend, main_run, m, compare)
     fig_path = os.path.join(args.out, "demo.png")
     summary["figure"] = fig_path if write_figure(fig_path, main_run, m, args, compare) else None
     json_path = os.path.join(args.out, "demo.json")
@@ -558,20 +615,6 @@ def _run(args) -> dict:
           f"high-quality samples: {100 * m['high_quality_fraction']:.1f}%   "
           f"({main_run['steps_per_s']:.0f} steps/s, {main_run['seconds']:.1f} s)")
     if compare is not None:
-        note = " (both runs used the reference: no fused backend here)" if backend == "reference" else ""
-        print(f"compare: {backend} {compare['steps_per_s']:.0f} steps/s vs reference "
-              f"{compare['reference_steps_per_s']:.0f} steps/s ({compare['speedup']:.2f}x); "
-              f"loss-curve difference: {compare['step0_abs_diff']:.2g} at step 0, "
-              f"{compare['max_abs_diff_first_100_steps']:.2g} over the first 100 steps, "
-              f"{compare['max_abs_loss_curve_diff']:.2g} at most"
-              + (f" (curves part by >1e-3 from step {compare['first_step_diff_above_1e-3']})"
-                 if compare["first_step_diff_above_1e-3"] is not None else "") + note)
-    for key, name in (("exact_r1", "exact R1 (--loss r1)"), ("exact_r3gan", "exact R1 + R2 (--loss r3gan)")):
-        if compare is not None and f"{key}_ms_per_step" in compare:
-            om = compare[f"{key}_metrics"]
-            print(f"compare: {args.loss} {compare['ms_per_step']:.2f} ms/step vs {name} "
-                  f"{compare[f'{key}_ms_per_step']:.2f} ms/step on {backend} "
-                  f"({compare[f'{key}_ms_per_step'] / compare['ms_per_step']:.2f}x); it covers "
-                  f"{om['modes_covered']}/{om['modes']} modes")
+        _print_compare(args, backend, compare)
     print(f"wrote {json_path}" + (f" and {fig_path}" if summary["figure"] else ""))
     return summary
