@@ -18,6 +18,7 @@ occupancy bound.  Exit status 1 on any violation (or a compile error).
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import os
 import re
@@ -33,6 +34,22 @@ SM_REGS = 65536            # register file per SM (sm_80 .. sm_90)
 SM_THREADS = 2048          # resident threads per SM (sm_80, sm_90; sm_86 has 1536)
 SM_SMEM = 228 * 1024       # shared memory per SM (sm_90)
 REG_ALLOC_UNIT = 256       # registers are allocated per warp in units of 256
+
+
+
+@functools.lru_cache(maxsize=None)
+def elem_names() -> dict:
+    """Template arguments (fusedgan::Elem)N are shown by name (fusedgan/codes.py, loaded alone)."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_fusedgan_codes", os.path.join(ROOT, "fusedgan", "codes.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        return {int(e): e.name for e in mod.Elem}
+    except Exception:  # noqa: BLE001 - the names are cosmetic
+        return {}
 
 
 @dataclass
@@ -133,7 +150,12 @@ def demangle(names: list[str]) -> dict[str, str]:
 
 def short(name: str, width: int = 110) -> str:
     name = re.sub(r"fusedgan::cuda::\(anonymous namespace\)::", "", name)
-    name = re.sub(r"\(.*\)$", "", name)  # the parameter list: the template arguments say enough
+    cut = name.rfind(">(")  # the parameter list: the template arguments say enough
+    if cut > 0 and name.endswith(")"):
+        name = name[: cut + 1]
+    names = elem_names() if "(fusedgan::Elem)" in name else {}
+    name = re.sub(r"\(fusedgan::Elem\)(\d+)", lambda m: names.get(int(m.group(1)), m.group(0)), name)
+    name = name.replace("c10::BFloat16", "bf16").replace("c10::Half", "fp16")
     return name if len(name) <= width else name[: width - 3] + "..."
 
 
