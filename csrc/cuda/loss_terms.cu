@@ -60,14 +60,20 @@ constexpr int FULL = static_cast<int>(Operand::FULL);
 constexpr int kGradsOnly = 0;
 template <int K>
 constexpr int kAccSlots = K > 0 ? K : 1;
-// 16-byte loads of the logits each thread issues before using the first, per dtype and kind of
-// kernel: as many as fit in 64 registers without a spill (tools/ptxas_check.py).  PLAIN terms
-// (no per-element label, weight or grad_output: the usual GAN logits) keep 2 to 4 in flight; a
-// term with per-element operands loads their packs too and keeps one.  A pack holds kVec<S>
-// elements, each evaluated in registers: fewer packs for 2-byte types (8 elements a pack), for fp64
-// (double math) and with statistics (4 more sums and a sigmoid per element).
+// Elements of one load: 16 bytes, except fp64, loaded one element (8 bytes) at a time because
+// its exp and log1p (libdevice) take too many registers to evaluate two side by side.
+template <class S>
+constexpr int kLoadVec = sizeof(S) == 8 ? 1 : kVec<S>;
+
+// Loads of the logits each thread issues before using the first, per dtype and kind of kernel:
+// as many as fit in 64 registers without a spill (tools/ptxas_check.py).  PLAIN terms (no
+// per-element label, weight or grad_output: the usual GAN logits) keep 2 to 4 in flight; a term
+// with per-element operands loads their packs too and keeps one.  A 16-byte pack of a 2-byte type
+// holds 8 elements, each evaluated in registers: fewer packs for those, and with statistics (4
+// more sums and a sigmoid per element).
 template <class S, int K, bool PLAIN>
 constexpr int kUnroll = !PLAIN ? 1
+                        : sizeof(S) == 8 ? (K == kStatsK ? 2 : 4)
                         : sizeof(S) == 4 ? (K == kStatsK ? 2 : 4)
                                          : (K == kStatsK ? 1 : 2);
 
@@ -123,7 +129,8 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
                                          acc_t<S> (&acc)[kAccSlots<K>]) {
   using A = acc_t<S>;
   using Ops = ScalarOps<A>;
-  constexpr int V = kVec<S>;
+  constexpr int V = kLoadVec<S>;
+  using P = Pack<S, V>;
   constexpr bool kGrads = K == kGradsOnly;
   const S* x = static_cast<const S*>(a.x);
   const S* lab = static_cast<const S*>(a.label);
@@ -168,19 +175,19 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
   const int64_t npack = a.vec ? a.n / V : 0;
   for (int64_t p0 = first; p0 < npack; p0 += kUnroll<S, K, PLAIN> * stride) {
     // Every load of x first (kUnroll 16-byte loads in flight), then the math pack by pack.
-    Pack<S> xp[kUnroll<S, K, PLAIN>];
+    P xp[kUnroll<S, K, PLAIN>];
 #pragma unroll
     for (int u = 0; u < kUnroll<S, K, PLAIN>; ++u) {
-      if (p0 + u * stride < npack) xp[u] = load_pack(x, p0 + u * stride);
+      if (p0 + u * stride < npack) xp[u] = load_pack<S, V>(x, p0 + u * stride);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll<S, K, PLAIN>; ++u) {
       const int64_t p = p0 + u * stride;
       if (p >= npack) break;
-      Pack<S> tp, wp, gp, vp, op;
-      if (lab_full) tp = load_pack(lab, p);
-      if (w_full) wp = load_pack(wt, p);
-      if (go_full) op = load_pack(gop, p);
+      P tp, wp, gp, vp, op;
+      if (lab_full) tp = load_pack<S, V>(lab, p);
+      if (w_full) wp = load_pack<S, V>(wt, p);
+      if (go_full) op = load_pack<S, V>(gop, p);
 #pragma unroll
       for (int k = 0; k < V; ++k) {
         A g, v;

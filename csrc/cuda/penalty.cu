@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) penalty_finish_kernel(co
     A per, ds;
     gp_group<A>(ss, static_cast<A>(p.center), p.one_sided, per, ds);
     p.scale[0] = ds;  // MEAN over one group: times 1
-    p.value[0] = none ? per : static_cast<A>(static_cast<double>(per));
+    p.value[0] = per;  // NONE, SUM and MEAN of one group alike
     return;
   }
   // MEAN: every group's scale times 1 / groups (rounded to A once, as the CPU kernel).
