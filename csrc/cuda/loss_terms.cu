@@ -147,8 +147,6 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
   const A go_b = kGrads && a.go_mode == SCALAR ? static_cast<const A*>(a.go)[0] : A(1);
   const A gscale = static_cast<A>(a.grad_scale);
   const A vscale = static_cast<A>(a.value_scale);
-  // Statistics counts as integers (two registers fewer than fp64 sums), added to acc at the end.
-  [[maybe_unused]] unsigned int n_pos = 0, n_neg = 0;
 
   // Same order of operations as the CPU kernel: (value * w) * coef, (grad * w) * coef * scale
   // (then * grad_output for loss_grads).
@@ -169,8 +167,8 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
     if constexpr (K == kStatsK) {
       acc[1] += xv;
       acc[2] += sigmoid(xv);
-      n_pos += xv > A(0) ? 1u : 0u;
-      n_neg += xv < A(0) ? 1u : 0u;
+      acc[3] += xv > A(0) ? A(1) : A(0);
+      acc[4] += xv < A(0) ? A(1) : A(0);
     }
   };
 
@@ -213,10 +211,6 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
     if constexpr (!kGrads) {
       if (vals) vals[j] = static_cast<S>(v);
     }
-  }
-  if constexpr (K == kStatsK) {
-    acc[3] += static_cast<A>(n_pos);
-    acc[4] += static_cast<A>(n_neg);
   }
 }
 
