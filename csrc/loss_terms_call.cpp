@@ -63,10 +63,16 @@ std::vector<Tensor> call_loss_grads(bool triton, at::TensorList logits, const Op
       .call(logits, labels, weights, elems, label_values, coefs, reduction, grad_outputs);
 }
 
-bool recompute_gradient(const Tensor& /*logits*/, bool triton) {
-  // The CPU/CUDA loss_grads below goes through loss_terms (four passes): saving the gradient in
-  // forward is never worse there.  Only the Triton kernel recomputes in one pass.
-  return triton;
+bool recompute_gradient(const Tensor& logits, bool triton) {
+  // Triton and the CUDA kernel (csrc/cuda/loss_terms.cu) recompute the gradient in one pass
+  // (three memory passes in all).  The CPU loss_grads below goes through loss_terms (four passes):
+  // on the CPU, saving the gradient in forward is never worse.
+  if (triton) return true;
+  if (!logits.is_cuda()) return false;
+  static const bool cuda_kernel = c10::Dispatcher::singleton()
+                                      .findSchemaOrThrow("fusedgan::loss_grads", "")
+                                      .hasKernelForDispatchKey(c10::DispatchKey::CUDA);
+  return cuda_kernel;
 }
 
 Tensor fixed_order_sum(const Tensor& x, bool triton, bool mean) {
@@ -83,7 +89,8 @@ Tensor fixed_order_sum(const Tensor& x, bool triton, bool mean) {
 
 namespace {
 
-// fusedgan::loss_grads on CPU and CUDA: the loss_terms kernel's gradients times grad_outputs.
+// fusedgan::loss_grads on the CPU: the loss_terms kernel's gradients times grad_outputs (the CUDA
+// kernel is csrc/cuda/loss_terms.cu).
 std::vector<Tensor> loss_grads_via_loss_terms(at::TensorList logits, const OptTensorList& labels,
                                               const OptTensorList& weights, at::IntArrayRef elems,
                                               at::ArrayRef<double> label_values, at::ArrayRef<double> coefs,
@@ -106,6 +113,3 @@ std::vector<Tensor> loss_grads_via_loss_terms(at::TensorList logits, const OptTe
 }  // namespace fusedgan
 
 TORCH_LIBRARY_IMPL(fusedgan, CPU, m) { m.impl("loss_grads", &fusedgan::loss_grads_via_loss_terms); }
-#if defined(FUSEDGAN_WITH_CUDA)
-TORCH_LIBRARY_IMPL(fusedgan, CUDA, m) { m.impl("loss_grads", &fusedgan::loss_grads_via_loss_terms); }
-#endif

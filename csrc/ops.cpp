@@ -45,8 +45,6 @@ TORCH_LIBRARY(fusedgan, m) {
 
 #include <string>
 
-#include "fusedgan/penalty.h"
-
 namespace fusedgan::cpu {
 int64_t buffer_pool_bytes();
 void empty_buffer_pool();
@@ -98,8 +96,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fusedgan native kernels; the operators live in torch.ops.fusedgan";
   m.def("codes", &codes, "Every code of csrc/include/fusedgan/codes.h, by name");
   m.def("build_info", &build_info, "What this build of fusedgan._C contains");
-  m.def("group_penalty_composite", &fusedgan::group_penalty_composite,
-        "fusedgan::group_penalty as tensor operations (the non-CPU kernel), for tests");
   m.def("buffer_pool_bytes", &fusedgan::cpu::buffer_pool_bytes,
         "Bytes of CPU gradient buffers the pool keeps for reuse (csrc/cpu/buffer_pool.h)");
   m.def("empty_buffer_pool", &fusedgan::cpu::empty_buffer_pool,

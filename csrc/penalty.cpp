@@ -16,16 +16,12 @@
 //   gan_penalty(g, A, C, B, kind, center, one_sided, reduction, gamma, batch, value_shape, norm)
 //       -> value: group_penalty with autograd, in C++ (below); backward is one group_scale_mul.
 //
-// Kernels: csrc/cpu/penalty_cpu.cpp (CPU: group_penalty's epilogue is a scalar loop), csrc/cuda/
-// (CUDA sumsq / scale_mul); group_penalty on other devices is the composition below.  The Triton
-// versions are fusedgan::triton_group_sumsq / triton_group_scale_mul (fusedgan/triton/penalty.py).
+// Kernels: csrc/cpu/penalty_cpu.cpp (CPU), csrc/cuda/penalty.cu (CUDA: group_penalty is two
+// launches, the sums of squares and a second stage that finishes the penalty, its scale and the
+// reduction).  The Triton versions are fusedgan::triton_group_* (fusedgan/triton/penalty.py).
 #include <ATen/TensorOperators.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/ops/full_like.h>
 #include <ATen/ops/ones.h>
-#include <ATen/ops/relu.h>
-#include <ATen/ops/where.h>
-#include <ATen/ops/zeros_like.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -44,18 +40,12 @@ using at::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-using SumsqFn = Tensor(const Tensor&, int64_t, int64_t, int64_t);
 using ScaleMulFn = Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, int64_t);
 using PenaltyFn = std::tuple<Tensor, Tensor>(const Tensor&, int64_t, int64_t, int64_t, int64_t,
                                              double, bool, int64_t, double, int64_t);
 using ExactFn = Tensor(const Tensor&, const Tensor&, int64_t, double, bool, c10::string_view,
                        int64_t, double);
 
-const c10::TypedOperatorHandle<SumsqFn>& sumsq_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("fusedgan::group_sumsq", "").typed<SumsqFn>();
-  return op;
-}
 // The forward and backward kernels of gan_penalty, or (triton) their Triton twins, which share
 // the schemas and are registered by Python (fusedgan/ops.py) when fusedgan is imported.
 template <class Fn>
@@ -82,28 +72,6 @@ void check_group_penalty_args(int64_t A, int64_t B, int64_t kind, int64_t reduct
   TORCH_CHECK(reduction >= 0 && reduction <= 2, "fusedgan::group_penalty: reduction must be 0, 1 or 2, got ",
               reduction);
   TORCH_CHECK(kind == 0 || A * B == 1, "fusedgan::group_penalty: r1 needs one group (A = B = 1)");
-}
-
-std::tuple<Tensor, Tensor> group_penalty_composite(const Tensor& g, int64_t A, int64_t C, int64_t B,
-                                                   int64_t kind, double center, bool one_sided,
-                                                   int64_t reduction, double gamma, int64_t batch) {
-  check_group_penalty_args(A, B, kind, reduction);
-  const Tensor s = sumsq_op().call(g, A, C, B);
-  const double nb = static_cast<double>(batch);
-  if (kind == static_cast<int64_t>(PenaltyKind::R1)) {
-    return {s.reshape({}).div(nb).mul(gamma / 2), at::full_like(s, gamma / nb)};
-  }
-  // gp_group of math.h, as tensor operations.
-  const Tensor norm = s.sqrt();
-  const Tensor inv = at::where(s > 0, norm.reciprocal(), at::zeros_like(s));
-  Tensor d = norm - center;
-  if (one_sided) d = at::relu(d);
-  const Tensor per = d * d;
-  const Tensor scale = d * inv * 2;
-  if (reduction == static_cast<int64_t>(Reduction::NONE)) return {per, scale};
-  if (reduction == static_cast<int64_t>(Reduction::SUM)) return {per.sum(), scale};
-  const double groups = static_cast<double>(A * B);
-  return {per.mean(), scale * (1.0 / groups)};
 }
 
 namespace {
@@ -195,7 +163,6 @@ TORCH_LIBRARY_FRAGMENT(fusedgan, m) {
 }
 
 TORCH_LIBRARY_IMPL(fusedgan, CompositeExplicitAutograd, m) {
-  m.impl("group_penalty", &fusedgan::group_penalty_composite);
   m.impl("gan_penalty", &fusedgan::gan_penalty_no_grad);
 }
 

@@ -3,11 +3,11 @@
 # This is the README's test command; .ci/run runs exactly this.
 #
 #   bash tests/run.sh              # everything
-#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench cpp)
+#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench cpp ptxas)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-STAGES=${STAGES:-"install python triton bench cpp"}
+STAGES=${STAGES:-"install python triton bench cpp ptxas"}
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"  # torch's own guess goes wrong with /usr/local/bin/nvcc
 export MAX_JOBS="${MAX_JOBS:-2}"
 REPORTS=$(mktemp -d)
@@ -73,6 +73,17 @@ if want cpp; then
     (cd "$build" && ctest --output-on-failure) || { echo "stage cpp FAILED (ctest)"; status=1; failed_stages=$((failed_stages + 1)); }
   else
     echo "stage cpp FAILED (build)"; status=1; failed_stages=$((failed_stages + 1))
+  fi
+fi
+
+if want ptxas; then
+  # Every csrc/cuda/*.cu compiled for sm_90 with -Xptxas -v (no GPU needed): fails on a register
+  # spill or a kernel above 64 registers (below 50% occupancy at 256 threads a block).
+  banner "ptxas: CUDA kernel resources for sm_90"
+  if [ -x "$CUDA_HOME/bin/nvcc" ]; then
+    "$PY" tools/ptxas_check.py --arch sm_90 || { echo "stage ptxas FAILED"; status=1; failed_stages=$((failed_stages + 1)); }
+  else
+    echo "stage ptxas FAILED: no nvcc at $CUDA_HOME/bin/nvcc"; status=1; failed_stages=$((failed_stages + 1))
   fi
 fi
 

@@ -28,23 +28,24 @@ using acc_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
 template <class S>
 constexpr int kVec = 16 / static_cast<int>(sizeof(S));
 
-template <class S>
-struct alignas(16) Pack {
-  S v[kVec<S>];
+// N elements loaded and stored as one (16 bytes by default).
+template <class S, int N = kVec<S>>
+struct alignas(sizeof(S) * N) Pack {
+  S v[N];
 };
 
 inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-template <class S>
-__device__ __forceinline__ Pack<S> load_pack(const S* base, int64_t pack_index) {
-  return reinterpret_cast<const Pack<S>*>(base)[pack_index];
+template <class S, int N = kVec<S>>
+__device__ __forceinline__ Pack<S, N> load_pack(const S* base, int64_t pack_index) {
+  return reinterpret_cast<const Pack<S, N>*>(base)[pack_index];
 }
 
-template <class S>
-__device__ __forceinline__ void store_pack(S* base, int64_t pack_index, const Pack<S>& p) {
-  reinterpret_cast<Pack<S>*>(base)[pack_index] = p;
+template <class S, int N>
+__device__ __forceinline__ void store_pack(S* base, int64_t pack_index, const Pack<S, N>& p) {
+  reinterpret_cast<Pack<S, N>*>(base)[pack_index] = p;
 }
 
 // Sums K values over the block with a fixed shuffle tree (same inputs, same bits).  The result is

@@ -1,12 +1,20 @@
-// CUDA kernels of fusedgan::loss_terms and fusedgan::loss_terms_stats (contracts:
-// docs/operators.md; schemas: csrc/).
+// CUDA kernels of fusedgan::loss_terms, fusedgan::loss_terms_stats and fusedgan::loss_grads
+// (contracts: docs/operators.md; schemas: csrc/).
 //
-// One launch covers every term of a call: a small block-to-term table travels in the kernel
-// arguments (apex multi_tensor_apply style), each term owning a run of blocks.  Each block walks
-// its term with a grid-stride loop (16-byte loads when every pointer of the term is aligned),
-// evaluates the element function of fusedgan/math.h, writes gradients and per-element values, and
-// leaves its partial sums in its own slots.  A one-block pass then adds each term's slots in a
-// fixed order.  Calls small enough for one block (most GAN logit maps) do both in a single launch.
+// One launch covers up to 16 terms of one element function: a small block-to-term table travels
+// in the kernel arguments (apex multi_tensor_apply style), each term owning a run of blocks.  The
+// kernel is a template on the element function (chosen on the host, with_elem below), so each
+// instantiation holds one formula of fusedgan/math.h and stays within 64 registers
+// (__launch_bounds__(kThreads, kMinBlocks): at least 50% occupancy; tools/ptxas_check.py checks
+// it).  Each block walks its term with a grid-stride loop that keeps kUnroll 16-byte loads of the
+// logits in flight per thread (when every pointer of the term is aligned), evaluates the element
+// function, writes gradients and per-element values, and leaves its partial sums in its own slots.
+// A one-block pass then adds each term's slots in a fixed order.  Calls small enough for one block
+// (one element function, at most kSingleBlockElems elements) do both in a single launch.
+//
+// loss_grads (the GPU backward of gan_loss) is the same loop without sums: the gradient
+// recomputed from the logits, times grad_output, in one pass (read x, read grad_output only when
+// it is per element, write the gradient).
 #include <ATen/Dispatch.h>
 #include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
@@ -19,6 +27,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <type_traits>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -33,18 +42,48 @@ constexpr int kStatsK = kStatCols + 1;   // slots per block with statistics (the
 constexpr int kMaxTermsPerLaunch = 16;   // keeps the kernel arguments well under 4 KiB
 constexpr int64_t kElemsPerBlock = 4096;  // a term of N elements gets ceil(N / this) blocks...
 constexpr int kMaxBlocksPerTerm = 1024;   // ...at most this many (grid-stride beyond)
-constexpr int64_t kSingleBlockElems = 16384;  // calls up to this size run in one launch
+// Calls up to this size run in one launch: one block of 256 threads, each with 16 elements
+// (1 to 4 loads of 16 bytes, all issued before the first is used).
+constexpr int64_t kSingleBlockElems = 4096;
+// Resident blocks per SM the kernels are compiled for: 4 x 256 threads = 50% occupancy on sm_80 /
+// sm_90, i.e. at most 64 registers per thread (tools/ptxas_check.py fails above that or on spills).
+constexpr int kMinBlocks = 4;
 
-// Where a label or weight comes from (as in csrc/cpu): the scalar argument, one element in memory
-// (broadcast, read on the device), or one element per logit.
-enum Operand : int { ARG = 0, SCALAR = 1, FULL = 2 };
+// Where a label, weight or grad_output comes from (fusedgan/codes.h Operand): the scalar
+// argument, one element in memory (broadcast, read on the device), or one element per logit.
+constexpr int ARG = static_cast<int>(Operand::ARG);
+constexpr int SCALAR = static_cast<int>(Operand::SCALAR);
+constexpr int FULL = static_cast<int>(Operand::FULL);
+
+// K: the partial sums a block leaves per term: 1 (the loss), kStatsK (the loss and the
+// statistics), or 0 for loss_grads (no sums; gradients times grad_output).
+constexpr int kGradsOnly = 0;
+template <int K>
+constexpr int kAccSlots = K > 0 ? K : 1;
+// Elements of one load: 16 bytes, except fp64, loaded one element (8 bytes) at a time because
+// its exp and log1p (libdevice) take too many registers to evaluate two side by side.
+template <class S>
+constexpr int kLoadVec = sizeof(S) == 8 ? 1 : kVec<S>;
+
+// Loads of the logits each thread issues before using the first, per dtype and kind of kernel:
+// as many as fit in 64 registers without a spill (tools/ptxas_check.py).  PLAIN terms (no
+// per-element label, weight or grad_output: the usual GAN logits) keep 2 to 4 in flight; a term
+// with per-element operands loads their packs too and keeps one.  A 16-byte pack of a 2-byte type
+// holds 8 elements, each evaluated in registers: fewer packs for those, and with statistics (4
+// more sums and a sigmoid per element).
+template <class S, int K, bool PLAIN>
+constexpr int kUnroll = !PLAIN ? 1
+                        : sizeof(S) == 8 ? (K == kStatsK ? 2 : 4)
+                        : sizeof(S) == 4 ? (K == kStatsK ? 2 : 4)
+                                         : (K == kStatsK ? 1 : 2);
 
 struct TermDev {
   const void* x;
   const void* label;
   const void* weight;
-  void* grad;    // nullptr: no gradient wanted
-  void* values;  // nullptr: reduction is not NONE
+  const void* go;  // loss_grads: grad_output (SCALAR: one acc-dtype element; FULL: x's dtype)
+  void* grad;      // nullptr: no gradient wanted
+  void* values;    // nullptr: reduction is not NONE
   int64_t n;
   int64_t slot0;  // first partial slot of this term
   double label_value;
@@ -57,6 +96,7 @@ struct TermDev {
   int elem;
   int label_mode;
   int weight_mode;
+  int go_mode;
   bool vec;  // all pointers 16-byte aligned: packed loads and stores
 };
 
@@ -82,28 +122,35 @@ __device__ __forceinline__ A sigmoid(A x) {
   return grad;
 }
 
-// Adds this thread's share of term `a` into acc; writes its gradients and values.
-template <class S, int K, Elem E>
+// Adds this thread's share of term `a` into acc; writes its gradients (times grad_output for
+// K == kGradsOnly) and values.
+template <class S, Elem E, int K, bool PLAIN>
 __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_t stride,
-                                         acc_t<S> (&acc)[K]) {
+                                         acc_t<S> (&acc)[kAccSlots<K>]) {
   using A = acc_t<S>;
   using Ops = ScalarOps<A>;
-  constexpr int V = kVec<S>;
+  constexpr int V = kLoadVec<S>;
+  using P = Pack<S, V>;
+  constexpr bool kGrads = K == kGradsOnly;
   const S* x = static_cast<const S*>(a.x);
   const S* lab = static_cast<const S*>(a.label);
   const S* wt = static_cast<const S*>(a.weight);
+  const S* gop = static_cast<const S*>(a.go);
   S* grad = static_cast<S*>(a.grad);
   S* vals = static_cast<S*>(a.values);
-  const bool lab_full = a.label_mode == FULL;
+  const bool lab_full = !PLAIN && a.label_mode == FULL;
   const bool has_w = a.weight_mode != ARG;
-  const bool w_full = a.weight_mode == FULL;
+  const bool w_full = !PLAIN && a.weight_mode == FULL;
+  const bool go_full = !PLAIN && kGrads && a.go_mode == FULL;
   const A t_b = a.label_mode == SCALAR ? static_cast<A>(lab[0]) : static_cast<A>(a.label_value);
   const A w_b = a.weight_mode == SCALAR ? static_cast<A>(wt[0]) : A(1);
+  const A go_b = kGrads && a.go_mode == SCALAR ? static_cast<const A*>(a.go)[0] : A(1);
   const A gscale = static_cast<A>(a.grad_scale);
   const A vscale = static_cast<A>(a.value_scale);
 
-  // Same order of operations as the CPU kernel: (value * w) * coef, (grad * w) * coef * scale.
-  auto one = [&](A xv, A tv, A wv, A& g_out, A& v_out) {
+  // Same order of operations as the CPU kernel: (value * w) * coef, (grad * w) * coef * scale
+  // (then * grad_output for loss_grads).
+  auto one = [&](A xv, A tv, A wv, A gv, A& g_out, A& v_out) {
     A v, g;
     elem_eval<E, A, Ops>(xv, tv, v, g);
     if (has_w) {
@@ -111,8 +158,12 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
       g = g * wv;
     }
     g_out = g * gscale;
-    v_out = v * vscale;
-    acc[0] += v;
+    if constexpr (kGrads) {
+      g_out = g_out * gv;
+    } else {
+      v_out = v * vscale;
+      acc[0] += v;
+    }
     if constexpr (K == kStatsK) {
       acc[1] += xv;
       acc[2] += sigmoid(xv);
@@ -122,39 +173,45 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
   };
 
   const int64_t npack = a.vec ? a.n / V : 0;
-  for (int64_t p = first; p < npack; p += stride) {
-    const Pack<S> xp = load_pack(x, p);
-    Pack<S> tp, wp, gp, vp;
-    if (lab_full) tp = load_pack(lab, p);
-    if (w_full) wp = load_pack(wt, p);
+  for (int64_t p0 = first; p0 < npack; p0 += kUnroll<S, K, PLAIN> * stride) {
+    // Every load of x first (kUnroll 16-byte loads in flight), then the math pack by pack.
+    P xp[kUnroll<S, K, PLAIN>];
 #pragma unroll
-    for (int k = 0; k < V; ++k) {
-      A g, v;
-      one(static_cast<A>(xp.v[k]), lab_full ? static_cast<A>(tp.v[k]) : t_b,
-          w_full ? static_cast<A>(wp.v[k]) : w_b, g, v);
-      gp.v[k] = static_cast<S>(g);
-      vp.v[k] = static_cast<S>(v);
+    for (int u = 0; u < kUnroll<S, K, PLAIN>; ++u) {
+      if (p0 + u * stride < npack) xp[u] = load_pack<S, V>(x, p0 + u * stride);
     }
-    if (grad) store_pack(grad, p, gp);
-    if (vals) store_pack(vals, p, vp);
+#pragma unroll
+    for (int u = 0; u < kUnroll<S, K, PLAIN>; ++u) {
+      const int64_t p = p0 + u * stride;
+      if (p >= npack) break;
+      P tp, wp, gp, vp, op;
+      if (lab_full) tp = load_pack<S, V>(lab, p);
+      if (w_full) wp = load_pack<S, V>(wt, p);
+      if (go_full) op = load_pack<S, V>(gop, p);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        A g, v;
+        one(static_cast<A>(xp[u].v[k]), lab_full ? static_cast<A>(tp.v[k]) : t_b,
+            w_full ? static_cast<A>(wp.v[k]) : w_b, go_full ? static_cast<A>(op.v[k]) : go_b, g, v);
+        gp.v[k] = static_cast<S>(g);
+        if constexpr (!kGrads) vp.v[k] = static_cast<S>(v);
+      }
+      if (grad) store_pack(grad, p, gp);
+      if constexpr (!kGrads) {
+        if (vals) store_pack(vals, p, vp);
+      }
+    }
   }
   // Scalar path: the whole term when unaligned, else the tail after the last full pack.
   for (int64_t j = npack * V + first; j < a.n; j += stride) {
     A g, v;
     one(static_cast<A>(x[j]), lab_full ? static_cast<A>(lab[j]) : t_b,
-        w_full ? static_cast<A>(wt[j]) : w_b, g, v);
+        w_full ? static_cast<A>(wt[j]) : w_b, go_full ? static_cast<A>(gop[j]) : go_b, g, v);
     if (grad) grad[j] = static_cast<S>(g);
-    if (vals) vals[j] = static_cast<S>(v);
+    if constexpr (!kGrads) {
+      if (vals) vals[j] = static_cast<S>(v);
+    }
   }
-}
-
-// The element function is uniform per term: pick its loop once, from every Elem of math.h
-// (0 .. kNumElems-1), so an element function added there is compiled in here automatically.
-template <class S, int K, int... Es>
-__device__ __forceinline__ void run_term_dispatch(const TermDev& a, int64_t first, int64_t stride,
-                                                  acc_t<S> (&acc)[K],
-                                                  std::integer_sequence<int, Es...>) {
-  ((a.elem == Es ? run_term<S, K, static_cast<Elem>(Es)>(a, first, stride, acc) : void()), ...);
 }
 
 // Adds each term's slots in a fixed order and writes terms (and stats, and the total).
@@ -189,8 +246,10 @@ __device__ void finish_terms(const LaunchArgs& p) {
   }
 }
 
-template <class S, int K>
-__global__ void __launch_bounds__(kThreads) loss_terms_kernel(const LaunchArgs p) {
+// loss_terms / loss_terms_stats (K = 1 / kStatsK) for terms of element function E (PLAIN: without
+// per-element operands).
+template <class S, Elem E, int K, bool PLAIN>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) loss_terms_kernel(const LaunchArgs p) {
   using A = acc_t<S>;
   __shared__ A smem[kWarps * K];
   const int b = blockIdx.x;
@@ -199,8 +258,7 @@ __global__ void __launch_bounds__(kThreads) loss_terms_kernel(const LaunchArgs p
     if (b < a.block0 || b >= a.block0 + a.nblocks) continue;  // uniform across the block
     const int64_t local = b - a.block0;
     A acc[K] = {};
-    run_term_dispatch<S, K>(a, local * kThreads + threadIdx.x, static_cast<int64_t>(a.nblocks) * kThreads,
-                            acc, std::make_integer_sequence<int, kNumElems>{});
+    run_term<S, E, K, PLAIN>(a, local * kThreads + threadIdx.x, static_cast<int64_t>(a.nblocks) * kThreads, acc);
     block_sum<A, K>(acc, smem);
     if (threadIdx.x == 0) {
 #pragma unroll
@@ -214,8 +272,62 @@ __global__ void __launch_bounds__(kThreads) loss_terms_kernel(const LaunchArgs p
 }
 
 template <class A, int K>
-__global__ void __launch_bounds__(kThreads) finish_kernel(const LaunchArgs p) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks) finish_kernel(const LaunchArgs p) {
   finish_terms<A, K>(p);
+}
+
+// loss_grads for terms of element function E: gradients times grad_output, no sums.
+template <class S, Elem E, bool PLAIN>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) loss_grads_kernel(const LaunchArgs p) {
+  const int b = blockIdx.x;
+  for (int i = 0; i < p.nterms; ++i) {
+    const TermDev& a = p.t[i];
+    if (b < a.block0 || b >= a.block0 + a.nblocks) continue;
+    const int64_t local = b - a.block0;
+    acc_t<S> unused[1];
+    run_term<S, E, kGradsOnly, PLAIN>(a, local * kThreads + threadIdx.x, static_cast<int64_t>(a.nblocks) * kThreads,
+                               unused);
+  }
+}
+
+// f(std::integral_constant<Elem, E>{}) for the element function `code`: one kernel
+// instantiation per Elem of codes.h.  A new Elem fails to compile here until it has its case.
+template <class F>
+void with_elem(int code, const char* op, F&& f) {
+  static_assert(kNumElems == 5, "a new Elem in fusedgan/codes.h: add its case to with_elem");
+  switch (static_cast<Elem>(code)) {
+    case Elem::BCE: return f(std::integral_constant<Elem, Elem::BCE>{});
+    case Elem::HALF_SQUARE: return f(std::integral_constant<Elem, Elem::HALF_SQUARE>{});
+    case Elem::LINEAR: return f(std::integral_constant<Elem, Elem::LINEAR>{});
+    case Elem::HINGE: return f(std::integral_constant<Elem, Elem::HINGE>{});
+    case Elem::ABS: return f(std::integral_constant<Elem, Elem::ABS>{});
+  }
+  TORCH_CHECK(false, op, " (CUDA kernel): no kernel for element function ", code);
+}
+
+bool plain(const TermDev& a) { return a.label_mode != FULL && a.weight_mode != FULL && a.go_mode != FULL; }
+
+// The launches of one call: terms of one element function and plainness (plain() above), at most
+// kMaxTermsPerLaunch each, in order of first appearance.
+std::vector<std::vector<size_t>> launch_groups(const std::vector<TermDev>& terms) {
+  std::vector<std::vector<size_t>> groups;
+  std::vector<int> open(2 * kNumElems, -1);  // the group still taking terms, per kernel
+  for (size_t i = 0; i < terms.size(); ++i) {
+    int& g = open[2 * terms[i].elem + (plain(terms[i]) ? 1 : 0)];
+    if (g < 0 || groups[g].size() == static_cast<size_t>(kMaxTermsPerLaunch)) {
+      g = static_cast<int>(groups.size());
+      groups.emplace_back();
+    }
+    groups[g].push_back(i);
+  }
+  return groups;
+}
+
+// f(std::bool_constant<plain(a)>{}).
+template <class F>
+void with_plain(const TermDev& a, F&& f) {
+  if (plain(a)) f(std::true_type{});
+  else f(std::false_type{});
 }
 
 // Label or weight operand of term i: checked, made contiguous, kept alive in `keep`.
@@ -235,43 +347,31 @@ int operand(const std::optional<at::Tensor>& opt, const at::Tensor& x, const cha
   return n == 1 ? SCALAR : FULL;
 }
 
-struct Outputs {
-  at::Tensor total, terms, stats;
-  std::vector<at::Tensor> grads, values;
-};
-
-template <int K>
-Outputs run(const char* op, at::TensorList logits, const c10::List<std::optional<at::Tensor>>& labels,
-            const c10::List<std::optional<at::Tensor>>& weights, at::IntArrayRef elems,
-            at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction,
-            const c10::List<bool>& need_grad) {
+// The checks shared by the three operators, and each term's inputs (contiguous, kept alive in
+// `keep`) and scalars.  Gradient, value and grad_output pointers are the caller's.
+std::vector<TermDev> prepare(const char* op, at::TensorList logits, const c10::List<std::optional<at::Tensor>>& labels,
+                             const c10::List<std::optional<at::Tensor>>& weights, at::IntArrayRef elems,
+                             at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction,
+                             size_t n_flags, const char* flags_name, std::vector<at::Tensor>& keep) {
   const size_t n = logits.size();
   TORCH_CHECK(n >= 1, op, ": needs at least one term (logits is empty)");
   TORCH_CHECK(labels.size() == n && weights.size() == n && elems.size() == n &&
-                  label_values.size() == n && coefs.size() == n && need_grad.size() == n,
+                  label_values.size() == n && coefs.size() == n && n_flags == n,
               op, ": all list arguments must have len(logits) = ", n, " entries; got labels ",
               labels.size(), ", weights ", weights.size(), ", elems ", elems.size(),
-              ", label_values ", label_values.size(), ", coefs ", coefs.size(), ", need_grad ",
-              need_grad.size());
+              ", label_values ", label_values.size(), ", coefs ", coefs.size(), ", ", flags_name, " ",
+              n_flags);
   TORCH_CHECK(reduction >= 0 && reduction < kNumReductions, op,
               ": reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction);
   TORCH_CHECK(n <= static_cast<size_t>(INT32_MAX), op, ": too many terms");
   const at::ScalarType st = logits[0].scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, op,
               ": logits must be float16, bfloat16, float32 or float64, got ", st);
-  const at::ScalarType acc_st = st == at::kDouble ? at::kDouble : at::kFloat;
-  const auto red = static_cast<Reduction>(reduction);
   const c10::Device dev = logits[0].device();
   TORCH_CHECK(dev.is_cuda(), op, " (CUDA kernel): logits[0] is on ", dev);
-  const c10::cuda::CUDAGuard guard(dev);
-
-  std::vector<at::Tensor> keep;  // contiguous inputs, alive until the launches are queued
-  keep.reserve(3 * n);
+  const auto red = static_cast<Reduction>(reduction);
+  keep.reserve(4 * n);
   std::vector<TermDev> terms(n);
-  Outputs out;
-  out.grads.resize(n);
-  out.values.resize(n);
-  int64_t total_elems = 0;
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& x0 = logits[i];
     TORCH_CHECK(x0.defined(), op, ": logits[", i, "] is undefined");
@@ -282,7 +382,7 @@ Outputs run(const char* op, at::TensorList logits, const c10::List<std::optional
     TORCH_CHECK(elems[i] >= 0 && elems[i] < kNumElems, op, ": elems[", i, "] must be in [0, ",
                 kNumElems, "), got ", elems[i]);
     keep.push_back(x0.contiguous());
-    const at::Tensor x = keep.back();
+    const at::Tensor x = keep.back();  // a handle: `keep` grows below
     TermDev& a = terms[i];
     a = TermDev{};
     a.x = x.const_data_ptr();
@@ -292,21 +392,71 @@ Outputs run(const char* op, at::TensorList logits, const c10::List<std::optional
     a.label_value = label_values[i];
     a.label_mode = operand(labels.get(i), x, op, "labels", i, &a.label, keep);
     a.weight_mode = operand(weights.get(i), x, op, "weights", i, &a.weight, keep);
+    a.go_mode = ARG;
     a.coef = coefs[i];
     a.value_scale = coefs[i];
     a.grad_scale = red == Reduction::MEAN ? coefs[i] / static_cast<double>(a.n) : coefs[i];
-    const auto opts = x.options();
-    out.grads[i] = need_grad.get(i) ? at::empty(x.sizes(), opts) : at::empty({0}, opts);
-    if (need_grad.get(i)) a.grad = out.grads[i].mutable_data_ptr();
-    out.values[i] = red == Reduction::NONE ? at::empty(x.sizes(), opts) : at::empty({0}, opts);
-    if (red == Reduction::NONE) a.values = out.values[i].mutable_data_ptr();
-    a.vec = aligned16(a.x) && (a.label_mode != FULL || aligned16(a.label)) &&
-            (a.weight_mode != FULL || aligned16(a.weight)) && aligned16(a.grad) && aligned16(a.values);
     a.nblocks = static_cast<int>(std::min<int64_t>(ceil_div(a.n, kElemsPerBlock), kMaxBlocksPerTerm));
+  }
+  return terms;
+}
+
+bool all_aligned(const TermDev& a) {
+  return aligned16(a.x) && (a.label_mode != FULL || aligned16(a.label)) &&
+         (a.weight_mode != FULL || aligned16(a.weight)) && (a.go_mode != FULL || aligned16(a.go)) &&
+         aligned16(a.grad) && aligned16(a.values);
+}
+
+// The kernel arguments of one launch group; block0 of each term set from its position.
+LaunchArgs group_args(const std::vector<TermDev>& terms, const std::vector<size_t>& group, bool single,
+                      int64_t* grid) {
+  LaunchArgs p{};
+  p.nterms = static_cast<int>(group.size());
+  *grid = 0;
+  for (size_t k = 0; k < group.size(); ++k) {
+    TermDev a = terms[group[k]];
+    a.block0 = single ? 0 : static_cast<int>(*grid);
+    *grid = single ? 1 : *grid + a.nblocks;
+    p.t[k] = a;
+  }
+  return p;
+}
+
+struct Outputs {
+  at::Tensor total, terms, stats;
+  std::vector<at::Tensor> grads, values;
+};
+
+template <int K>
+Outputs run(const char* op, at::TensorList logits, const c10::List<std::optional<at::Tensor>>& labels,
+            const c10::List<std::optional<at::Tensor>>& weights, at::IntArrayRef elems,
+            at::ArrayRef<double> label_values, at::ArrayRef<double> coefs, int64_t reduction,
+            const c10::List<bool>& need_grad) {
+  std::vector<at::Tensor> keep;  // contiguous inputs, alive until the launches are queued
+  std::vector<TermDev> terms = prepare(op, logits, labels, weights, elems, label_values, coefs, reduction,
+                                       need_grad.size(), "need_grad", keep);
+  const size_t n = terms.size();
+  const at::ScalarType st = logits[0].scalar_type();
+  const at::ScalarType acc_st = st == at::kDouble ? at::kDouble : at::kFloat;
+  const auto red = static_cast<Reduction>(reduction);
+  const c10::cuda::CUDAGuard guard(logits[0].device());
+  Outputs out;
+  out.grads.resize(n);
+  out.values.resize(n);
+  int64_t total_elems = 0;
+  for (size_t i = 0; i < n; ++i) {
+    TermDev& a = terms[i];
+    const auto opts = logits[i].options();
+    out.grads[i] = need_grad.get(i) ? at::empty(logits[i].sizes(), opts) : at::empty({0}, opts);
+    if (need_grad.get(i)) a.grad = out.grads[i].mutable_data_ptr();
+    out.values[i] = red == Reduction::NONE ? at::empty(logits[i].sizes(), opts) : at::empty({0}, opts);
+    if (red == Reduction::NONE) a.values = out.values[i].mutable_data_ptr();
+    a.vec = all_aligned(a);
     total_elems += a.n;
   }
 
-  const bool single = n <= static_cast<size_t>(kMaxTermsPerLaunch) && total_elems <= kSingleBlockElems;
+  const std::vector<std::vector<size_t>> groups = launch_groups(terms);
+  const bool single = groups.size() == 1 && total_elems <= kSingleBlockElems;
   int64_t nslots = 0;
   for (TermDev& a : terms) {
     if (single) a.nblocks = 1;  // one block serves every term
@@ -323,33 +473,97 @@ Outputs run(const char* op, at::TensorList logits, const c10::List<std::optional
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "fusedgan_loss_terms_cuda", [&] {
     using S = scalar_t;
     using A = acc_t<S>;
-    for (size_t g0 = 0; g0 < n; g0 += kMaxTermsPerLaunch) {
-      const size_t g1 = std::min(n, g0 + kMaxTermsPerLaunch);
-      LaunchArgs p{};
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      int64_t grid = 0;
+      LaunchArgs p = group_args(terms, groups[gi], single, &grid);
       p.slots = slots.mutable_data_ptr<double>();
       p.terms_out = out.terms.mutable_data_ptr();
       p.total_out = out.total.mutable_data_ptr();
       p.stats_out = K == kStatsK ? out.stats.mutable_data_ptr() : nullptr;
-      p.nterms = static_cast<int>(g1 - g0);
       p.n_total = static_cast<int>(n);
       p.reduction = static_cast<int>(reduction);
       p.finish = single;
-      p.write_total = g1 == n;
-      int64_t grid = 0;
-      for (size_t i = g0; i < g1; ++i) {
-        TermDev a = terms[i];
-        a.block0 = single ? 0 : static_cast<int>(grid);
-        grid = single ? 1 : grid + a.nblocks;
-        p.t[i - g0] = a;
-      }
+      p.write_total = gi + 1 == groups.size();
       if (grid > 0) {
-        loss_terms_kernel<S, K><<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(p);
+        const TermDev& a0 = terms[groups[gi][0]];
+        with_elem(a0.elem, op, [&](auto e) {
+          with_plain(a0, [&](auto pl) {
+            loss_terms_kernel<S, decltype(e)::value, K, decltype(pl)::value>
+                <<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(p);
+          });
+        });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       if (!single) {
         finish_kernel<A, K><<<1, kThreads, 0, stream>>>(p);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
+    }
+  });
+  return out;
+}
+
+// fusedgan::loss_grads: grads[i] = gradient of term i times grad_outputs[i] (0-dim or one
+// element: broadcast; else one per logit), recomputed from the logits; an empty [0] tensor where
+// grad_outputs[i] is None.
+std::vector<at::Tensor> loss_grads_cuda(at::TensorList logits, const c10::List<std::optional<at::Tensor>>& labels,
+                                        const c10::List<std::optional<at::Tensor>>& weights, at::IntArrayRef elems,
+                                        at::ArrayRef<double> label_values, at::ArrayRef<double> coefs,
+                                        int64_t reduction, const c10::List<std::optional<at::Tensor>>& grad_outputs) {
+  const char* op = "fusedgan::loss_grads";
+  std::vector<at::Tensor> keep;
+  std::vector<TermDev> all = prepare(op, logits, labels, weights, elems, label_values, coefs, reduction,
+                                     grad_outputs.size(), "grad_outputs", keep);
+  const at::ScalarType st = logits[0].scalar_type();
+  const at::ScalarType acc_st = st == at::kDouble ? at::kDouble : at::kFloat;
+  const c10::cuda::CUDAGuard guard(logits[0].device());
+  std::vector<at::Tensor> out(all.size());
+  std::vector<TermDev> terms;  // the terms with a grad_output and elements
+  for (size_t i = 0; i < all.size(); ++i) {
+    const at::Tensor& x = logits[i];
+    const std::optional<at::Tensor> go = grad_outputs.get(i);
+    if (!go.has_value() || !go->defined()) {
+      out[i] = at::empty({0}, x.options());
+      continue;
+    }
+    TORCH_CHECK(go->device() == x.device(), op, ": grad_outputs[", i, "] is on ", go->device(),
+                " but logits[", i, "] is on ", x.device());
+    TORCH_CHECK(go->is_floating_point(), op, ": grad_outputs[", i, "] must be floating point, got ",
+                go->scalar_type());
+    TORCH_CHECK(go->numel() == 1 || go->numel() == x.numel(), op, ": grad_outputs[", i, "] must have 1 or ",
+                x.numel(), " elements (the logits' numel), got ", go->numel());
+    TermDev a = all[i];
+    const bool expanded_scalar = go->numel() > 1 && go->dim() > 0 &&
+                                 std::all_of(go->strides().begin(), go->strides().end(),
+                                             [](int64_t s) { return s == 0; });  // e.g. from .sum()
+    if (go->numel() == 1 || expanded_scalar) {
+      keep.push_back(go->as_strided({1}, {1}).to(acc_st));  // no copy when it is already acc dtype
+      a.go_mode = SCALAR;
+    } else {
+      // Per element, in the logits' dtype (what backward passes for reduction NONE).
+      keep.push_back(go->to(st).contiguous());
+      a.go_mode = FULL;
+    }
+    a.go = keep.back().const_data_ptr();
+    out[i] = at::empty(x.sizes(), x.options());
+    a.grad = out[i].mutable_data_ptr();
+    a.vec = all_aligned(a);
+    if (a.n > 0) terms.push_back(a);
+  }
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "fusedgan_loss_grads_cuda", [&] {
+    using S = scalar_t;
+    for (const std::vector<size_t>& group : launch_groups(terms)) {
+      int64_t grid = 0;
+      LaunchArgs p = group_args(terms, group, false, &grid);
+      const TermDev& a0 = terms[group[0]];
+      with_elem(a0.elem, op, [&](auto e) {
+        with_plain(a0, [&](auto pl) {
+          loss_grads_kernel<S, decltype(e)::value, decltype(pl)::value>
+              <<<static_cast<unsigned>(grid), kThreads, 0, stream>>>(p);
+        });
+      });
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
   return out;
@@ -382,4 +596,5 @@ loss_terms_stats_cuda(at::TensorList logits, const c10::List<std::optional<at::T
 TORCH_LIBRARY_IMPL(fusedgan, CUDA, m) {
   m.impl("loss_terms", &fusedgan::cuda::loss_terms_cuda);
   m.impl("loss_terms_stats", &fusedgan::cuda::loss_terms_stats_cuda);
+  m.impl("loss_grads", &fusedgan::cuda::loss_grads_cuda);
 }

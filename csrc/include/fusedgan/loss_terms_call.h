@@ -40,8 +40,8 @@ std::vector<at::Tensor> call_loss_grads(bool triton, at::TensorList logits, cons
 
 // Whether backward recomputes the gradient from the logits (GPU: three memory passes instead of
 // four) rather than multiplying one that forward saved (CPU: the kernel is compute-bound and the
-// exp is not worth paying twice).  Only Triton recomputes: the CPU/CUDA loss_grads is loss_terms
-// times grad_output (four passes), kept for completeness and for tests.
+// exp is not worth paying twice).  Triton and CUDA recompute (one-pass loss_grads kernels); the
+// CPU loss_grads is loss_terms times grad_output (four passes), kept for completeness and tests.
 bool recompute_gradient(const at::Tensor& logits, bool triton);
 
 // sum (or mean) of all elements of x in the acc dtype, as a 0-dim tensor, by the loss kernel

@@ -155,8 +155,10 @@ FG_HD FG_INLINE void elem_eval(T x, T t, T& value, T& grad) {
     linear<T, Ops>(x, t, value, grad);
   } else if constexpr (E == Elem::ABS) {
     abs_diff<T, Ops>(x, t, value, grad);
-  } else {
+  } else if constexpr (E == Elem::HINGE) {
     hinge<T, Ops>(x, t, value, grad);
+  } else {
+    static_assert(E == Elem::BCE, "elem_eval: an Elem of codes.h without a formula here");
   }
 }
 
