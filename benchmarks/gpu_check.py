@@ -72,6 +72,8 @@ class Check:
 
     def __init__(self, out: str, deadline: float, dry: bool, caps: dict):
         self.out, self.dry, self.caps = out, dry, caps
+        self.scale = deadline / DEFAULT_DEADLINE  # reserves shrink with the deadline
+        self.ncu_needs = 5.0 if dry else NCU_NEEDS_S
         self.t0 = time.time()
         self.deadline_at = self.t0 + deadline
         self.procs: list = []  # running children (killed on SIGTERM)
@@ -94,9 +96,10 @@ class Check:
             json.dump(self.summary, fh, indent=1)
         os.replace(tmp, self.path("summary.json"))
 
-    def timeout(self, name: str, reserve: float = 0.0) -> float:
-        """The phase's timeout: its cap, cut to the time left less ``reserve`` for later phases."""
-        return min(self.caps[name], self.left() - reserve)
+    def avail(self, reserve: float = 0.0) -> float:
+        """Seconds the deadline leaves a phase, keeping ``reserve`` (at the default deadline;
+        scaled with it) for later phases."""
+        return self.left() - reserve * self.scale
 
     def record(self, name: str, **info) -> dict:
         entry = self.summary["phases"].setdefault(name, {})
@@ -147,9 +150,13 @@ class Check:
               + (f" {counts}" if counts else ""), flush=True)
         return self.record(name, **info)
 
-    def run(self, name: str, cmd: list, log: str, timeout: float, env: dict | None = None) -> dict:
-        if timeout < 1.0:
+    def run(self, name: str, cmd: list, log: str, reserve: float = 0.0, env: dict | None = None,
+            cap: float | None = None) -> dict:
+        """Run a phase: timeout = its cap, cut to what the deadline leaves (skipped under 1 s)."""
+        avail = self.avail(reserve)
+        if avail < 1.0:
             return self.skip(name, f"deadline: {max(0.0, self.left()):.0f} s left")
+        timeout = min(self.caps[name] if cap is None else cap, avail)
         offset = _size(self.path(log))
         return self.finish(name, self.start(name, cmd, log, env), timeout, log, offset)
 
@@ -222,7 +229,7 @@ for cmd in (["nvcc", "--version"], ["nvidia-smi"]):
 
 
 def phase_env(c: Check) -> None:
-    c.run("env", [sys.executable, "-c", ENV_SCRIPT], "env.log", c.timeout("env"))
+    c.run("env", [sys.executable, "-c", ENV_SCRIPT], "env.log")
     try:
         import torch
 
@@ -264,29 +271,29 @@ def phase_build_and_triton(c: Check, skip_build: bool) -> None:
     if c.dry or skip_build:
         # The extension was built before (tests/run.sh's install stage): check that it imports,
         # and exercise the background phase with a cheap command.
-        c.run("build_cpu", check_import, "build.log", c.timeout("build_cpu"))
+        c.run("build_cpu", check_import, "build.log")
         bg_cmd, lib = [sys.executable, os.path.join(ROOT, "setup.py"), "--version"], None
     else:
         c.run("build_cpu", [sys.executable, "setup.py", "build_ext", "--inplace"], "build.log",
-              c.timeout("build_cpu"), env=build_env(False))
+              env=build_env(False))
         out = os.path.join(ROOT, "build", "gpu-check")
         lib = os.path.join(out, "lib")
         bg_cmd = [sys.executable, "setup.py", "build_ext", "--build-lib", lib, "--build-temp",
                   os.path.join(out, "temp")]
     reserve = 30.0  # keep time for the GPU tests, the probe and the sweep
-    bg_timeout = c.timeout("build_cuda", reserve)
     bg = None
-    if bg_timeout >= 1.0:
+    if c.avail(reserve) >= 1.0:
+        bg_timeout = min(c.caps["build_cuda"], c.avail(reserve))
         bg = c.start("build_cuda", bg_cmd, "build.log", env=build_env(not c.dry))
     else:
-        c.skip("build_cuda", "deadline")
+        c.skip("build_cuda", f"deadline: {max(0.0, c.left()):.0f} s left")
 
     files = sorted(glob.glob(os.path.join(ROOT, "tests", "test_triton*.py")))
     env = {"FUSEDGAN_TEST_DEVICE": "cuda"}
     if c.dry:
         files = [os.path.join(ROOT, "tests", "test_triton.py") + "::test_opcheck"]
         env = {"FUSEDGAN_TEST_DEVICE": "cpu", "TRITON_INTERPRET": "1"}
-    c.run("triton_tests", pytest_cmd(files, c.dry), "tests.log", c.timeout("triton_tests", reserve), env=env)
+    c.run("triton_tests", pytest_cmd(files, c.dry), "tests.log", reserve, env=env)
 
     if bg is not None:
         c.finish("build_cuda", bg, bg_timeout, "build.log")
@@ -302,7 +309,7 @@ def phase_gpu_tests(c: Check) -> None:
         files = [os.path.join(ROOT, "tests", f) for f in GPU_TEST_FILES
                  if os.path.exists(os.path.join(ROOT, "tests", f))]
         env = {"FUSEDGAN_TEST_DEVICE": "cuda"}
-    c.run("gpu_tests", pytest_cmd(files, c.dry), "tests.log", c.timeout("gpu_tests", 20.0), env=env)
+    c.run("gpu_tests", pytest_cmd(files, c.dry), "tests.log", 20.0, env=env)
 
 
 def _last_json(path: str, prefix: str, offset: int = 0):
@@ -318,7 +325,7 @@ def _last_json(path: str, prefix: str, offset: int = 0):
 def phase_probe(c: Check) -> None:
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "gpu_probe.py")] + (["--dry-run"] if c.dry else [])
     env = {"TRITON_INTERPRET": "1"} if c.dry else {}
-    c.run("probe", cmd, "probe.log", c.timeout("probe", 20.0), env=env)
+    c.run("probe", cmd, "probe.log", 20.0, env=env)
     result = _last_json(c.path("probe.log"), "PROBE_RESULT ")
     if result is not None:
         c.summary["probe"] = result
@@ -326,11 +333,11 @@ def phase_probe(c: Check) -> None:
 
 
 def phase_sweep(c: Check) -> None:
-    reserve = NCU_NEEDS_S + 2.0  # leave ncu its minute
-    stop_at = c.deadline_at - reserve
+    stop_at = c.deadline_at - c.ncu_needs - 2.0  # no row starts later: ncu keeps its minute
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "gpu_sweep.py"), "--out", c.path("sweep.jsonl"),
            "--stop-at", f"{stop_at:.1f}"] + (["--dry-run"] if c.dry else [])
-    c.run("sweep", cmd, "sweep.log", c.timeout("sweep", reserve - 10.0))
+    # the hard limit, should a row overrun: ncu keeps most of its minute
+    c.run("sweep", cmd, "sweep.log", (c.ncu_needs - 10.0 if not c.dry else c.ncu_needs - 3.0) / c.scale)
     rows = read_jsonl(c.path("sweep.jsonl"))
     c.summary["sweep"] = {"rows": sum(1 for r in rows if "provider" in r),
                           "errors": sum(1 for r in rows if r.get("error")),
@@ -359,8 +366,8 @@ NCU_BACKENDS = ("fusedgan-triton", "fusedgan-cuda", "compile", "eager")
 
 def phase_ncu(c: Check) -> None:
     """One ncu run per provider, each profiling one ns D forward+backward step (2^24 fp32)."""
-    if c.left() < (NCU_NEEDS_S if not c.dry else 5.0):
-        c.skip("ncu", f"deadline: {max(0.0, c.left()):.0f} s left, needs {NCU_NEEDS_S:.0f}")
+    if c.left() < c.ncu_needs:
+        c.skip("ncu", f"deadline: {max(0.0, c.left()):.0f} s left, needs {c.ncu_needs:.0f}")
         return
     ncu = find_ncu()
     c.summary["ncu"] = {"path": ncu}
@@ -377,7 +384,7 @@ def phase_ncu(c: Check) -> None:
             cmd = [ncu, "--clock-control", "none", "--profile-from-start", "off", "--csv",
                    "--metrics", NCU_METRICS, *cmd]
         offset = _size(c.path("ncu.log"))
-        info = c.run("ncu", cmd, "ncu.log", min(c.timeout("ncu"), 30.0))
+        info = c.run("ncu", cmd, "ncu.log", cap=min(c.caps["ncu"], 30.0))
         entry = {"status": info["status"]}
         with open(c.path("ncu.log"), errors="replace") as fh:
             fh.seek(offset)

@@ -3,11 +3,11 @@
 # This is the README's test command; .ci/run runs exactly this.
 #
 #   bash tests/run.sh              # everything
-#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench cpp)
+#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench compat cpp)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-STAGES=${STAGES:-"install python triton bench cpp"}
+STAGES=${STAGES:-"install python triton bench compat cpp"}
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"  # torch's own guess goes wrong with /usr/local/bin/nvcc
 export MAX_JOBS="${MAX_JOBS:-2}"
 REPORTS=$(mktemp -d)
@@ -29,6 +29,9 @@ run_pytest() {
 
 if want install; then
   banner "install"
+  # The build tools first: `pip install -e .` needs setuptools >= 70.1 (bdist_wheel built in) and
+  # wheel; torch 2.11 asks for setuptools < 82.
+  "$PY" -m pip install -q "setuptools>=70.1,<82" wheel || exit 1
   "$PY" -m pip install -q "torch==2.14.1" triton pybind11 ninja pytest pytest-benchmark matplotlib tqdm scikit-learn || exit 1
   # FUSEDGAN_BUILD_CUDA=auto builds the CUDA kernels too when torch has CUDA and nvcc is found
   # (no GPU needed); CI sets 1 so that a CUDA build failure fails the run.
@@ -52,6 +55,73 @@ if want bench; then
   banner "benchmark smoke (pytest-benchmark, timing disabled)"
   FUSEDGAN_BENCH_SIZES=64,4096 FUSEDGAN_BENCH_PENALTY_SHAPES=2x3x8x8 \
     run_pytest bench benchmarks -q --benchmark-disable
+fi
+
+if want bench; then
+  banner "gpu_check --dry-run (the GPU check's plumbing on the CPU)"
+  gc_out=$(mktemp -d)
+  if "$PY" benchmarks/gpu_check.py --dry-run --out "$gc_out" > "$gc_out.log" 2>&1; then
+    tail -n 3 "$gc_out.log"
+  else
+    cat "$gc_out.log"; echo "stage gpu_check FAILED"; status=1; failed_stages=$((failed_stages + 1))
+  fi
+fi
+
+if want compat; then
+  # The GPU machines run torch 2.11.0 and Triton 3.6.0: build and test against those too, in a
+  # second environment cached under ~/.cache/fusedgan-compat (keyed by the versions).  The venv
+  # sees this environment's packages (--system-site-packages), so only torch, triton and the build
+  # tools are installed into it (--no-deps): the CUDA runtime wheels torch loads and the test
+  # tools come from the install stage.  Without them (a fresh machine, this stage alone) the full
+  # dependencies are installed instead.  The extension is built CPU-only in a copy of the tree
+  # kept beside the venv, so a rerun recompiles only what changed.
+  banner "compat: torch ${COMPAT_TORCH:=2.11.0}, triton ${COMPAT_TRITON:=3.6.0}"
+  compat_t0=$SECONDS
+  key="torch$COMPAT_TORCH-triton$COMPAT_TRITON-$("$PY" -c 'import sys; print("py%d.%d" % sys.version_info[:2])')"
+  cdir="${FUSEDGAN_COMPAT_CACHE:-$HOME/.cache/fusedgan-compat}/$key"
+  vpy="$cdir/venv/bin/python"
+  check_versions="import torch, triton; assert torch.__version__.split('+')[0] == '$COMPAT_TORCH', torch.__version__; \
+assert triton.__version__ == '$COMPAT_TRITON', triton.__version__; print('torch', torch.__version__, 'triton', triton.__version__)"
+  compat_ok=1
+  if ! "$vpy" -c "$check_versions" 2>/dev/null; then
+    rm -rf "$cdir/venv" && mkdir -p "$cdir" && "$PY" -m venv --system-site-packages "$cdir/venv" \
+      && "$vpy" -m pip install -q --no-deps "torch==$COMPAT_TORCH" "triton==$COMPAT_TRITON" "setuptools>=70.1,<82" wheel \
+      || compat_ok=0
+    if [ $compat_ok = 1 ] && ! "$vpy" -c "$check_versions"; then
+      "$vpy" -m pip install -q "torch==$COMPAT_TORCH" "triton==$COMPAT_TRITON" || compat_ok=0
+    fi
+  fi
+  tree="$cdir/tree"
+  if [ $compat_ok = 1 ] && "$vpy" -c "$check_versions"; then
+    mkdir -p "$tree"
+    find "$tree" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
+    if git rev-parse --git-dir > /dev/null 2>&1; then
+      git ls-files -z -co --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$tree"
+    else
+      tar --exclude=./build --exclude=./.git -cf - . | tar -xf - -C "$tree"
+    fi
+    echo "compat: environment ready (t=$((SECONDS - compat_t0))s); building in $tree"
+    # The README's install route (pip's editable install: bdist_wheel) with the extension left
+    # out, then the extension itself, in place, CPU-only.
+    if ! (cd "$tree" && FUSEDGAN_BUILD_EXT=0 "$vpy" -m pip install -q --no-build-isolation --no-deps -e . \
+          && FUSEDGAN_BUILD_CUDA=0 FUSEDGAN_BUILD_EXT=1 "$vpy" setup.py -q build_ext --inplace > "$cdir/build.log" 2>&1 \
+          && "$vpy" -c "import fusedgan, fusedgan.ops as o; fusedgan.info(); assert o.HAS_TRITON, o.TRITON_ERROR"); then
+      tail -n 30 "$cdir/build.log" 2>/dev/null; compat_ok=0
+    fi
+  else
+    compat_ok=0
+  fi
+  if [ $compat_ok = 1 ]; then
+    echo "compat: built (t=$((SECONDS - compat_t0))s)"
+    pushd "$tree" > /dev/null
+    TRITON_INTERPRET=1 PY="$vpy" run_pytest compat_triton tests/test_triton*.py -q -p no:cacheprovider
+    PY="$vpy" run_pytest compat tests/test_losses.py tests/test_ops.py tests/test_compile.py tests/test_penalties.py \
+      tests/test_gpu_check.py -q -p no:cacheprovider
+    popd > /dev/null
+  else
+    echo "stage compat FAILED (environment or build)"; status=1; failed_stages=$((failed_stages + 1))
+  fi
+  echo "compat: stage time $((SECONDS - compat_t0))s"
 fi
 
 if want cpp; then
