@@ -64,7 +64,7 @@ GPU_TEST_FILES = ("test_losses.py", "test_penalties.py", "test_stats.py", "test_
 CAPS = {"env": 30, "build_cpu": 150, "build_cuda": 240, "triton_tests": 150, "gpu_tests": 150,
         "probe": 90, "sweep": 400, "ncu": 60}
 NCU_NEEDS_S = 60.0  # ncu runs only if this much of the deadline is left
-DEFAULT_DEADLINE, DRY_DEADLINE = 540.0, 120.0
+DEFAULT_DEADLINE, DRY_DEADLINE = 540.0, 240.0
 
 
 class Check:
@@ -303,7 +303,7 @@ def phase_build_and_triton(c: Check, skip_build: bool) -> None:
 
 def phase_gpu_tests(c: Check) -> None:
     if c.dry:
-        files = [os.path.join(ROOT, "tests", "test_losses.py") + "::test_hand_values"]
+        files = [os.path.join(ROOT, "tests", "test_losses.py") + "::test_confident_predictions"]
         env = {"FUSEDGAN_TEST_DEVICE": "cpu"}
     else:
         files = [os.path.join(ROOT, "tests", f) for f in GPU_TEST_FILES
@@ -313,6 +313,8 @@ def phase_gpu_tests(c: Check) -> None:
 
 
 def _last_json(path: str, prefix: str, offset: int = 0):
+    if not os.path.exists(path):
+        return None
     with open(path, errors="replace") as fh:
         fh.seek(offset)
         lines = [ln[len(prefix):] for ln in fh.read().splitlines() if ln.startswith(prefix)]
@@ -375,8 +377,9 @@ def phase_ncu(c: Check) -> None:
     if c.dry:
         step.append("--dry-run")
     statuses = []
-    for provider in NCU_BACKENDS:
-        if c.left() < (10.0 if not c.dry else 2.0):
+    # dry run: one step (the plumbing); on the GPU a step under ncu takes 10-20 s
+    for provider in (NCU_BACKENDS if not c.dry else ("eager",)):
+        if c.left() < (15.0 if not c.dry else 2.0):
             c.summary["ncu"][provider] = {"status": "skipped", "reason": "deadline"}
             break
         cmd = step + ["--ncu-step", provider]
@@ -452,7 +455,7 @@ def targets(rows: list) -> dict:
     big = max((r["n"] for r in rows if r.get("case") == "ns-D" and r.get("n")), default=None)
     small = min((r["n"] for r in rows if r.get("case") == "ns-D" and r.get("n")), default=None)
     compile_big = find("ns-D", big, provider="compile")
-    for p in ("fusedgan-triton", "fusedgan-cuda"):
+    for p in sorted({r["provider"] for r in rows if str(r.get("provider", "")).startswith("fusedgan-")}):
         t = {}
         for r in find("ns-D", big, provider=p):
             t["ns_D_big"] = {"n": r["n"], "frac_copy_bw": r.get("frac_copy_bw"), "target_frac": 0.85,

@@ -89,10 +89,11 @@ assert triton.__version__ == '$COMPAT_TRITON', triton.__version__; print('torch'
       || compat_ok=0
     if [ $compat_ok = 1 ] && ! "$vpy" -c "$check_versions"; then
       "$vpy" -m pip install -q "torch==$COMPAT_TORCH" "triton==$COMPAT_TRITON" || compat_ok=0
+      [ $compat_ok = 1 ] && { "$vpy" -c "$check_versions" || compat_ok=0; }
     fi
   fi
   tree="$cdir/tree"
-  if [ $compat_ok = 1 ] && "$vpy" -c "$check_versions"; then
+  if [ $compat_ok = 1 ]; then
     mkdir -p "$tree"
     find "$tree" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
     if git rev-parse --git-dir > /dev/null 2>&1; then
