@@ -2,8 +2,8 @@
 with CUDA events, one JSON line per row, appended as each row is measured.
 
 Cases, most important first: ``ns`` and ``hinge`` D and G losses at 2^24, 2^6, 2^26, 2^20, 2^14
-and 2^10 elements per tensor, fp32 then bf16; ``gradient_penalty`` (``gp``) and ``r1_penalty``
-(``r1``) at [64, 3, 256, 256].  Providers: ``fusedgan-triton``, ``fusedgan-cuda`` (the fused
+and 2^10 elements per tensor, each in fp32 and bf16; ``gradient_penalty`` (``gp``) and
+``r1_penalty`` (``r1``) at [64, 3, 256, 256] after the first size.  Providers: ``fusedgan-triton``, ``fusedgan-cuda`` (the fused
 backends that run on the device), ``eager`` (torch's own loss functions, as a training script
 writes them) and ``compile`` (``torch.compile`` of the same functions).  Before each row the
 time is checked against ``--stop-at`` (a Unix time): the sweep stops there and says so in a last
@@ -148,19 +148,18 @@ def copy_gbps(device: str, n: int) -> float:
 
 
 def cases(dry: bool) -> list:
-    """(case, kind, side, dtype, shape), most important first."""
+    """(case, kind, side, dtype, shape), most important first: each size in fp32 and bf16, the
+    largest first, the penalties after it."""
     out = []
     exps = DRY_EXPS if dry else LOSS_EXPS
     pshape = DRY_PENALTY_SHAPE if dry else PENALTY_SHAPE
-    for dt in DTYPES:
-        first = True
-        for e in exps:
+    for i, e in enumerate(exps):
+        for dt in DTYPES:
             for kind in ("ns", "hinge"):
                 for side in ("D", "G"):
                     out.append((f"{kind}-{side}", kind, side, dt, (1 << e,)))
-            if first:  # the penalties after the largest loss size
-                out += [("gp", "gp", "-", dt, pshape), ("r1", "r1", "-", dt, pshape)]
-                first = False
+        if i == 0:
+            out += [(p, p, "-", dt, pshape) for dt in DTYPES for p in ("gp", "r1")]
     return out
 
 
@@ -172,7 +171,7 @@ def inputs(kind: str, side: str, dtype, shape, device: str) -> list:
 
 
 def run(out_path: str, stop_at: float, dry: bool, device: str) -> int:
-    warmup, reps, budget = (1, 3, 0.05) if dry else (5, 50, 0.3)
+    warmup, reps, budget = (1, 3, 0.05) if dry else (5, 50, 0.2)
     fh = open(out_path, "a")
 
     def emit(row: dict) -> None:
@@ -203,7 +202,7 @@ def run(out_path: str, stop_at: float, dry: bool, device: str) -> int:
                 row["ms"] = median_ms(lambda: step(*xs), device, warmup, reps, budget)
                 row["peak_bytes"] = torch.cuda.max_memory_allocated() if device == "cuda" else None
                 if n <= 1 << 14:
-                    row["host_us"] = host_us(lambda: step(*xs), device, 5 if dry else 50)
+                    row["host_us"] = host_us(lambda: step(*xs), device, 5 if dry else 30)
                 row["launches"] = count_launches(lambda: step(*xs), device)
                 row["gbps"] = moved / (row["ms"] * 1e-3) / 1e9
                 row["frac_copy_bw"] = row["gbps"] / bw
