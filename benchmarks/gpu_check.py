@@ -219,6 +219,15 @@ for m in ("xdist", "pytest_timeout", "setuptools", "wheel", "ninja"):
         print(m, getattr(mod, "__version__", "present"))
     except Exception as e:
         print(m, "missing")
+import json
+v = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
+     "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+try:
+    import triton
+    v["triton"] = triton.__version__
+except Exception:
+    pass
+print("VERSIONS " + json.dumps(v), flush=True)
 for cmd in (["nvcc", "--version"], ["nvidia-smi"]):
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
@@ -230,19 +239,8 @@ for cmd in (["nvcc", "--version"], ["nvidia-smi"]):
 
 def phase_env(c: Check) -> None:
     c.run("env", [sys.executable, "-c", ENV_SCRIPT], "env.log")
-    try:
-        import torch
-
-        c.summary["versions"] = {"python": sys.version.split()[0], "torch": torch.__version__,
-                                 "cuda": torch.version.cuda,
-                                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-        if has_module("triton"):
-            import triton
-
-            c.summary["versions"]["triton"] = triton.__version__
-        c.write()
-    except Exception as exc:  # noqa: BLE001 - recorded
-        c.summary["versions"] = {"error": f"{type(exc).__name__}: {exc}"}
+    c.summary["versions"] = _last_json(c.path("env.log"), "VERSIONS ")
+    c.write()
 
 
 def build_env(cuda: bool) -> dict:
