@@ -76,15 +76,20 @@ if want compat; then
   key="torch$COMPAT_TORCH-triton$COMPAT_TRITON-$("$PY" -c 'import sys; print("py%d.%d" % sys.version_info[:2])')"
   cdir="${FUSEDGAN_COMPAT_CACHE:-$HOME/.cache/fusedgan-compat}/$key"
   vpy="$cdir/venv/bin/python"
-  check_versions="import torch, triton; assert torch.__version__.split('+')[0] == '$COMPAT_TORCH', torch.__version__; \
-assert triton.__version__ == '$COMPAT_TRITON', triton.__version__; print('torch', torch.__version__, 'triton', triton.__version__)"
+  # numpy < 2.4: Triton 3.6's interpreter turns one-element arrays into Python ints, which NumPy 2.4
+  # refuses (only the interpreter: compiled Triton on a GPU does not go through numpy).
+  check_versions="import numpy, torch, triton; assert torch.__version__.split('+')[0] == '$COMPAT_TORCH', torch.__version__; \
+assert triton.__version__ == '$COMPAT_TRITON', triton.__version__; \
+assert tuple(map(int, numpy.__version__.split('.')[:2])) < (2, 4), numpy.__version__; \
+print('torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)"
   compat_ok=1
   if ! "$vpy" -c "$check_versions" 2>/dev/null; then
     rm -rf "$cdir/venv" && mkdir -p "$cdir" && "$PY" -m venv --system-site-packages "$cdir/venv" \
       && "$vpy" -m pip install -q --no-deps "torch==$COMPAT_TORCH" "triton==$COMPAT_TRITON" "setuptools>=70.1,<82" wheel \
+           "numpy<2.4" \
       || compat_ok=0
     if [ $compat_ok = 1 ] && ! "$vpy" -c "$check_versions"; then
-      "$vpy" -m pip install -q "torch==$COMPAT_TORCH" "triton==$COMPAT_TRITON" || compat_ok=0
+      "$vpy" -m pip install -q "torch==$COMPAT_TORCH" "triton==$COMPAT_TRITON" "numpy<2.4" || compat_ok=0
       [ $compat_ok = 1 ] && { "$vpy" -c "$check_versions" || compat_ok=0; }
     fi
   fi

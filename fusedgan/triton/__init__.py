@@ -42,11 +42,11 @@ from typing import List, Optional, Tuple
 import torch
 
 import triton
-from torch.library import wrap_triton
 
 from ..codes import STAT_COLS, Operand, Reduction, acc_dtype
 from . import kernels as _k
 from . import penalty as _penalty
+from ._compat import wrap_triton
 
 
 # Size policy (module attributes so tests can force the multi-program path on tiny inputs).

@@ -17,7 +17,7 @@ from typing import Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
+from ._compat import wrap_triton
 
 from ..codes import acc_dtype
 
