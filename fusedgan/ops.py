@@ -379,9 +379,33 @@ def _register_triton() -> bool:
         return False
     from torch.library import triton_op
 
-    for name, fn in launchers().items():
-        triton_op(f"fusedgan::triton_{name}", mutates_args=(), schema=schema(name))(fn)
+    try:
+        for name, fn in launchers().items():
+            # Newer torch registers the schema given; older releases (2.11 on the GPU machines)
+            # accept ``schema=`` but infer the schema from the launcher's annotations instead, so
+            # the launchers are annotated to match, and the registered schema is checked either way.
+            triton_op(f"fusedgan::triton_{name}", mutates_args=(), schema=schema(name))(fn)
+            _check_twin_schema(name)
+    except Exception as exc:  # noqa: BLE001 - the backend reports why it is missing
+        TRITON_ERROR = f"{type(exc).__name__}: {exc}"
+        return False
     return True
+
+
+def _signature(s) -> tuple:
+    """A schema's argument names and types and its return types; ``SymInt`` reads as ``int``
+    (schema inference writes Python ints as SymInt) and return names are dropped."""
+    def norm(t) -> str:
+        return str(t).replace("SymInt", "int")
+    return ([(a.name, norm(a.type)) for a in s.arguments], [norm(r.type) for r in s.returns])
+
+
+def _check_twin_schema(name: str) -> None:
+    cpp = getattr(torch.ops.fusedgan, name).default._schema
+    twin = getattr(torch.ops.fusedgan, f"triton_{name}").default._schema
+    if _signature(cpp) != _signature(twin):
+        raise RuntimeError(f"fusedgan::triton_{name} was registered as {twin}, which differs from the "
+                           f"C++ schema {cpp}: the launcher's annotations must match it")
 
 
 def _register() -> bool:

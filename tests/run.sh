@@ -3,11 +3,11 @@
 # This is the README's test command; .ci/run runs exactly this.
 #
 #   bash tests/run.sh              # everything
-#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench cpp ptxas)
+#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench compat cpp ptxas)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-STAGES=${STAGES:-"install python triton bench cpp ptxas"}
+STAGES=${STAGES:-"install python triton bench compat cpp ptxas"}
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"  # torch's own guess goes wrong with /usr/local/bin/nvcc
 export MAX_JOBS="${MAX_JOBS:-2}"
 REPORTS=$(mktemp -d)
@@ -29,6 +29,9 @@ run_pytest() {
 
 if want install; then
   banner "install"
+  # The build tools first: `pip install -e .` needs setuptools >= 70.1 (bdist_wheel built in) and
+  # wheel; torch 2.11 asks for setuptools < 82.
+  "$PY" -m pip install -q "setuptools>=70.1,<82" wheel || exit 1
   "$PY" -m pip install -q "torch==2.14.1" triton pybind11 ninja pytest pytest-benchmark matplotlib tqdm scikit-learn || exit 1
   # FUSEDGAN_BUILD_CUDA=auto builds the CUDA kernels too when torch has CUDA and nvcc is found
   # (no GPU needed); CI sets 1 so that a CUDA build failure fails the run.
@@ -39,7 +42,7 @@ fi
 
 if want python; then
   banner "python tests (every backend that runs here)"
-  run_pytest python tests -q --ignore-glob='tests/test_triton*.py'
+  run_pytest python tests -q --ignore-glob='tests/test_triton*.py' --ignore=tests/test_gpu_check.py
 fi
 
 if want triton; then
@@ -60,6 +63,75 @@ if want bench; then
     tail -n 50 "$bench_out/log.txt"
     [ $rc -eq 0 ] || { echo "stage bench FAILED: fusedgan bench --quick $extra (exit $rc)"; status=1; failed_stages=$((failed_stages + 1)); }
   done
+fi
+
+if want bench; then
+  # benchmarks/gpu_check.py --dry-run: the GPU check's phases, files and deadline on the CPU
+  banner "gpu_check --dry-run (tests/test_gpu_check.py)"
+  run_pytest gpu_check tests/test_gpu_check.py -q
+fi
+
+if want compat; then
+  # The GPU machines run torch 2.11.0 and Triton 3.6.0: build and test against those too, in a
+  # second environment cached under ~/.cache/fusedgan-compat (keyed by the versions).  The venv
+  # sees this environment's packages (--system-site-packages), so only torch, triton and the build
+  # tools are installed into it (--no-deps): the CUDA runtime wheels torch loads and the test
+  # tools come from the install stage.  Without them (a fresh machine, this stage alone) the full
+  # dependencies are installed instead.  The extension is built CPU-only in a copy of the tree
+  # kept beside the venv, so a rerun recompiles only what changed.
+  banner "compat: torch ${COMPAT_TORCH:=2.11.0}, triton ${COMPAT_TRITON:=3.6.0}"
+  compat_t0=$SECONDS
+  key="torch$COMPAT_TORCH-triton$COMPAT_TRITON-$("$PY" -c 'import sys; print("py%d.%d" % sys.version_info[:2])')"
+  cdir="${FUSEDGAN_COMPAT_CACHE:-$HOME/.cache/fusedgan-compat}/$key"
+  vpy="$cdir/venv/bin/python"
+  # numpy < 2.4: Triton 3.6's interpreter turns one-element arrays into Python ints, which NumPy 2.4
+  # refuses (only the interpreter: compiled Triton on a GPU does not go through numpy).
+  check_versions="import numpy, torch, triton; assert torch.__version__.split('+')[0] == '$COMPAT_TORCH', torch.__version__; \
+assert triton.__version__ == '$COMPAT_TRITON', triton.__version__; \
+assert tuple(map(int, numpy.__version__.split('.')[:2])) < (2, 4), numpy.__version__; \
+print('torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)"
+  compat_ok=1
+  if ! "$vpy" -c "$check_versions" 2>/dev/null; then
+    rm -rf "$cdir/venv" && mkdir -p "$cdir" && "$PY" -m venv --system-site-packages "$cdir/venv" \
+      && "$vpy" -m pip install -q --no-deps "torch==$COMPAT_TORCH" "triton==$COMPAT_TRITON" "setuptools>=70.1,<82" wheel \
+           "numpy<2.4" \
+      || compat_ok=0
+    if [ $compat_ok = 1 ] && ! "$vpy" -c "$check_versions"; then
+      "$vpy" -m pip install -q "torch==$COMPAT_TORCH" "triton==$COMPAT_TRITON" "numpy<2.4" || compat_ok=0
+      [ $compat_ok = 1 ] && { "$vpy" -c "$check_versions" || compat_ok=0; }
+    fi
+  fi
+  tree="$cdir/tree"
+  if [ $compat_ok = 1 ]; then
+    mkdir -p "$tree"
+    find "$tree" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
+    if git rev-parse --git-dir > /dev/null 2>&1; then
+      git ls-files -z -co --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$tree"
+    else
+      tar --exclude=./build --exclude=./.git -cf - . | tar -xf - -C "$tree"
+    fi
+    echo "compat: environment ready (t=$((SECONDS - compat_t0))s); building in $tree"
+    # The README's install route (pip's editable install: bdist_wheel) with the extension left
+    # out, then the extension itself, in place, CPU-only.
+    if ! (cd "$tree" && FUSEDGAN_BUILD_EXT=0 "$vpy" -m pip install -q --no-build-isolation --no-deps -e . \
+          && FUSEDGAN_BUILD_CUDA=0 FUSEDGAN_BUILD_EXT=1 "$vpy" setup.py -q build_ext --inplace > "$cdir/build.log" 2>&1 \
+          && "$vpy" -c "import fusedgan, fusedgan.ops as o; fusedgan.info(); assert o.HAS_TRITON, o.TRITON_ERROR"); then
+      tail -n 30 "$cdir/build.log" 2>/dev/null; compat_ok=0
+    fi
+  else
+    compat_ok=0
+  fi
+  if [ $compat_ok = 1 ]; then
+    echo "compat: built (t=$((SECONDS - compat_t0))s)"
+    pushd "$tree" > /dev/null
+    FUSEDGAN_EXPECT_CUDA_BUILD=0 TRITON_INTERPRET=1 PY="$vpy" run_pytest compat_triton tests/test_triton*.py -q -p no:cacheprovider
+    FUSEDGAN_EXPECT_CUDA_BUILD=0 PY="$vpy" run_pytest compat tests/test_losses.py tests/test_ops.py tests/test_compile.py tests/test_penalties.py \
+      -q -p no:cacheprovider
+    popd > /dev/null
+  else
+    echo "stage compat FAILED (environment or build)"; status=1; failed_stages=$((failed_stages + 1))
+  fi
+  echo "compat: stage time $((SECONDS - compat_t0))s"
 fi
 
 if want cpp; then

@@ -37,16 +37,16 @@ same bits run to run.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Tuple
 
 import torch
 
 import triton
-from torch.library import wrap_triton
 
 from ..codes import STAT_COLS, Operand, Reduction, acc_dtype
 from . import kernels as _k
 from . import penalty as _penalty
+from ._compat import wrap_triton
 
 
 # Size policy (module attributes so tests can force the multi-program path on tiny inputs).
@@ -170,15 +170,19 @@ def _check(logits, labels, weights, elems, label_values, coefs):
             raise ValueError(f"elems: unknown element function code {e}")
 
 
-def loss_terms(logits: Sequence[torch.Tensor], labels, weights, elems, label_values, coefs,
-               reduction: int, need_grad):
+def loss_terms(logits: List[torch.Tensor], labels: List[Optional[torch.Tensor]],
+               weights: List[Optional[torch.Tensor]], elems: List[int], label_values: List[float],
+               coefs: List[float], reduction: int, need_grad: List[bool],
+               ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
     """The body of ``fusedgan::triton_loss_terms`` (see the module docstring)."""
     CALLS["loss_terms"] += 1
     return _loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad, False)
 
 
-def loss_terms_stats(logits: Sequence[torch.Tensor], labels, weights, elems, label_values, coefs,
-                     reduction: int, need_grad):
+def loss_terms_stats(logits: List[torch.Tensor], labels: List[Optional[torch.Tensor]],
+                     weights: List[Optional[torch.Tensor]], elems: List[int], label_values: List[float],
+                     coefs: List[float], reduction: int, need_grad: List[bool],
+                     ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor], List[torch.Tensor], torch.Tensor]:
     """The body of ``fusedgan::triton_loss_terms_stats``: ``loss_terms`` plus ``stats`` ([n, 4]:
     per term the sums of x, sigmoid(x), [x > 0] and [x < 0]) from the same launches."""
     CALLS["loss_terms_stats"] += 1
@@ -212,8 +216,10 @@ def _loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, 
     return total, terms, grads, values
 
 
-def loss_grads(logits: Sequence[torch.Tensor], labels, weights, elems, label_values, coefs,
-               reduction: int, grad_outputs):
+def loss_grads(logits: List[torch.Tensor], labels: List[Optional[torch.Tensor]],
+               weights: List[Optional[torch.Tensor]], elems: List[int], label_values: List[float],
+               coefs: List[float], reduction: int, grad_outputs: List[Optional[torch.Tensor]],
+               ) -> List[torch.Tensor]:
     """The body of ``fusedgan::triton_loss_grads``: gradients times grad_output, one launch per pair."""
     _check(logits, labels, weights, elems, label_values, coefs)
     if len(grad_outputs) != len(logits):

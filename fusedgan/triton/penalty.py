@@ -12,10 +12,12 @@ only on the shapes.  Squares and sums in float32 (float64 for float64 ``g``).
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
+from ._compat import wrap_triton
 
 from ..codes import acc_dtype
 
@@ -129,7 +131,7 @@ def group_scale_mul(g: torch.Tensor, scale: torch.Tensor, grad_output: torch.Ten
 
 
 def group_penalty(g: torch.Tensor, A: int, C: int, B: int, kind: int, center: float, one_sided: bool,
-                  reduction: int, gamma: float, batch: int):
+                  reduction: int, gamma: float, batch: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """``fusedgan::group_penalty`` (value, scale): the sums of squares by ``group_sumsq``, then
     the penalty of csrc/include/fusedgan/math.h's ``gp_group`` as tensor operations.
     TEMPORARY: to be replaced by the second-stage Triton kernel (issue 15)."""
