@@ -89,6 +89,8 @@ def check_logits(x, name: str) -> None:
         raise TypeError(f"{name}: expected a torch.Tensor of logits, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name}: logits must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name}: expected a dense (strided) tensor, got layout {x.layout}")
 
 
 def check_same_device(xs: Sequence[Tensor], names: Sequence[str]) -> None:
@@ -108,6 +110,10 @@ def aux_tensor(value, name: str, x: Tensor, x_name: str) -> Tensor:
     """A label or weight tensor in the kernel's form: x's dtype, one element or x's numel."""
     if value.dtype not in FLOAT_DTYPES and value.dtype not in (torch.int64, torch.int32, torch.bool):
         raise TypeError(f"{name}: expected a real floating-point tensor, got {value.dtype}")
+    if value.layout != torch.strided:
+        raise TypeError(f"{name}: expected a dense (strided) tensor, got layout {value.layout}")
+    if value.is_neg():  # a negative-bit view (torch._neg_view, .conj().imag): kernels read memory
+        value = value.resolve_neg()
     if value.device != x.device:
         if value.dim() == 0 and value.device.type == "cpu":
             value = value.to(x.device, non_blocking=True)  # a CPU scalar, as torch allows

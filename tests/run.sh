@@ -3,11 +3,11 @@
 # This is the README's test command; .ci/run runs exactly this.
 #
 #   bash tests/run.sh              # everything
-#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench cpp)
+#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench cpp asan)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-STAGES=${STAGES:-"install python triton bench cpp"}
+STAGES=${STAGES:-"install python triton bench cpp asan"}
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"  # torch's own guess goes wrong with /usr/local/bin/nvcc
 export MAX_JOBS="${MAX_JOBS:-2}"
 REPORTS=$(mktemp -d)
@@ -66,6 +66,26 @@ if want cpp; then
   else
     echo "stage cpp FAILED (build)"; status=1; failed_stages=$((failed_stages + 1))
   fi
+fi
+
+if want asan; then
+  # The CPU kernels built with AddressSanitizer (FUSEDGAN_SANITIZE=address, -O1) in a copy of the
+  # tree, running the kernel tests that reach the edge cases (empty terms, NaN/inf, penalties):
+  # an out-of-bounds read or write fails the stage.  libasan must be loaded first: LD_PRELOAD.
+  banner "AddressSanitizer build of the CPU kernels + focused kernel tests"
+  asan_dir=$(mktemp -d)
+  libasan=$("${CXX:-c++}" -print-file-name=libasan.so)
+  git ls-files -z --cached --others --exclude-standard | tar --null -cf - -T - | tar -xf - -C "$asan_dir"
+  pushd "$asan_dir" >/dev/null
+  if FUSEDGAN_SANITIZE=address FUSEDGAN_BUILD_CUDA=0 FUSEDGAN_BUILD_EXT=1 "$PY" setup.py build_ext --inplace \
+      >"$asan_dir/build.log" 2>&1; then
+    LD_PRELOAD="$libasan" ASAN_OPTIONS="detect_leaks=0:halt_on_error=1" FUSEDGAN_BACKEND= \
+      run_pytest asan tests/test_hardening.py tests/test_penalties.py -q -x -p no:cacheprovider
+  else
+    tail -30 "$asan_dir/build.log"; echo "stage asan FAILED (build)"; status=1; failed_stages=$((failed_stages + 1))
+  fi
+  popd >/dev/null
+  rm -rf "$asan_dir"
 fi
 
 banner "summary (total time $((SECONDS - t0))s)"
