@@ -123,6 +123,8 @@ def discriminator_loss(
     factors = P.scale_factors(len(reals), is_list, scale_weights, scale_reduction)
     names = P.names_of("real", len(reals), is_list), P.names_of("fake", len(fakes), is_list)
     dtype = _check_all(reals + fakes, names[0] + names[1])
+    if red == Reduction.NONE:
+        dtype = P.none_dtype(dtype, reals[0].device)
     _no_weights_for_lists(is_list, real_weight=real_weight, fake_weight=fake_weight)
     labels = (("real_label", P.label_key(real_label, "real_label")),
               ("fake_label", P.label_key(fake_label, "fake_label")))
@@ -184,6 +186,8 @@ def generator_loss(
     factors = P.scale_factors(len(fakes), is_list, scale_weights, scale_reduction)
     fnames, rnames = P.names_of("fake", len(fakes), is_list), P.names_of("real", len(reals), is_list)
     dtype = _check_all(fakes + reals, fnames + rnames)
+    if red == Reduction.NONE:
+        dtype = P.none_dtype(dtype, fakes[0].device)
     _no_weights_for_lists(is_list, weight=weight)
     plan = P.side_plan(kind, "G", red, (("target", P.label_key(target, "target")),), factors, False,
                        return_per_scale)
@@ -231,6 +235,8 @@ def feature_matching_loss(
     n = len(fakes)
     fnames, rnames = P.names_of("fake_feats", n, f_list), P.names_of("real_feats", n, f_list)
     dtype = _check_all(fakes + reals, fnames + rnames)
+    if red == Reduction.NONE:
+        dtype = P.none_dtype(dtype, fakes[0].device)
     for i in range(n):
         if reals[i].shape != fakes[i].shape:
             raise ValueError(f"{rnames[i]}: shape {tuple(reals[i].shape)} differs from {fnames[i]}'s "

@@ -44,6 +44,8 @@ def _check_g(g, min_dim: int, what: str) -> None:
         raise TypeError(f"g: expected a torch.Tensor (the gradient), got {type(g).__name__}")
     if g.dtype not in P.FLOAT_DTYPES:
         raise TypeError(f"g: must be float16, bfloat16, float32 or float64, got {g.dtype}")
+    if g.layout != torch.strided:
+        raise TypeError(f"g: expected a dense (strided) tensor, got layout {g.layout}")
     if g.dim() < min_dim:
         raise ValueError(f"g: {what} needs a tensor with at least {min_dim} dims (batch first), "
                          f"got shape {tuple(g.shape)}")

@@ -106,6 +106,15 @@ def common_dtype(xs: Sequence[Tensor]) -> torch.dtype:
     return dtype
 
 
+def none_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The logits' dtype for reduction="none": float32 for half logits under autocast, whose
+    float32-listed losses return float32 per-element losses (the kernel writes values in the
+    dtype it reads)."""
+    if dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(device.type):
+        return torch.float32
+    return dtype
+
+
 def aux_tensor(value, name: str, x: Tensor, x_name: str) -> Tensor:
     """A label or weight tensor in the kernel's form: x's dtype, one element or x's numel."""
     if value.dtype not in FLOAT_DTYPES and value.dtype not in (torch.int64, torch.int32, torch.bool):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.utils._python_dispatch
 
 import fusedgan as fg
 
@@ -90,3 +91,36 @@ def ran_ops(fn) -> set:
     # fusedgan::gan_loss is the C++ autograd wrapper of the native backends (csrc/autograd.cpp),
     # not a kernel: the kernel it runs (fusedgan::loss_terms) shows up on its own.
     return {e.name for e in prof.events() if e.name.startswith("fusedgan::") and e.name != "fusedgan::gan_loss"}
+
+
+class OpRecorder(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the ``fusedgan::`` operators that reach the dispatcher below autograd: the kernels
+    that actually ran (``fusedgan::loss_terms``, ``fusedgan::triton_loss_terms``, ...), whatever
+    ``backends.last_used()`` says (a drop-in sets it before deciding to fall back to torch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name()
+        if name.startswith("fusedgan::"):
+            self.names.append(name.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+    def take(self) -> set:
+        """The operators recorded since the last take()."""
+        out, self.names = set(self.names), []
+        return out
+
+
+def fused_ops(fn):
+    """(fn(), the set of fusedgan:: operators that ran inside it)."""
+    with OpRecorder() as rec:
+        out = fn()
+    return out, rec.take()
+
+
+def loss_kernel(backend: str) -> str:
+    """The loss kernel operator a fused backend runs."""
+    return "fusedgan::triton_loss_terms" if backend == "triton" else "fusedgan::loss_terms"

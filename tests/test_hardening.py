@@ -92,8 +92,8 @@ def test_nan_inf_like_torch(backend, kind, side, dtype):
                 r64 = r.clone().requires_grad_(True)
                 f64 = f.clone().requires_grad_(True)
                 want = _side(side, kind, r64, f64, "reference", red)
-                rx = r.to(dtype).requires_grad_(True)
-                fx = f.to(dtype).requires_grad_(True)
+                rx = r.to(dtype, copy=True).requires_grad_(True)
+                fx = f.to(dtype, copy=True).requires_grad_(True)
                 got = _side(side, kind, rx, fx, backend, red)
                 what = f"{backend} {kind} {side} {red} {which}[{pos}]={_SPECIAL[pos]}"
                 _same(_flat(got), _flat(want), what + " value")
@@ -242,33 +242,12 @@ def test_use_backend_interleaved_blocks_do_not_pop_each_other():
 
 import itertools  # noqa: E402
 
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from helpers import fused_ops  # noqa: E402
 
 _F16, _BF16, _F32, _F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
 _DT = (_F16, _BF16, _F32, _F64)
 _torch_bce = fg.compat._torch_bce
 _torch_mse = fg.compat._torch_mse
-
-
-class _OpRecorder(TorchDispatchMode):
-    """Names of the fusedgan:: operators that reached the dispatcher below autograd."""
-
-    def __init__(self):
-        super().__init__()
-        self.names = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.name()
-        if name.startswith("fusedgan::"):
-            self.names.add(name.split(".")[0])
-        return func(*args, **(kwargs or {}))
-
-
-def fused_ops(fn):
-    """(result of fn(), set of fusedgan:: kernel operators that ran)."""
-    with _OpRecorder() as rec:
-        out = fn()
-    return out, rec.names
 
 
 def _ulp_err_ok(got, torch_out, ref64, what):
@@ -356,3 +335,157 @@ def test_negative_bit_views_drop_ins():
     got, ran = fused_ops(lambda: fg.compat.mse_loss(_neg_view(x.tolist()), t))
     assert "fusedgan::loss_terms" in ran
     torch.testing.assert_close(got, _torch_mse(x, t.resolve_neg()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests that gave false confidence: penalty conventions by hand value, and the wrappers on a
+# linear D whose input gradient is known.
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_penalty_hand_values(backend):
+    ones = torch.ones(2, 3)
+    # R1 / R2 (StyleGAN2): (gamma / 2) * mean_b sum(g_b^2) = 5 * 3
+    assert float(fg.r1_penalty(ones, 10.0, backend=backend)) == pytest.approx(15.0, rel=1e-6)
+    assert float(fg.r2_penalty(2 * ones, 1.0, backend=backend)) == pytest.approx(6.0, rel=1e-6)
+    s3, s6 = math.sqrt(3), math.sqrt(6)
+    g = torch.ones(2, 3, 4)  # sample norm sqrt(12), pixel norm sqrt(3), batch norm sqrt(24)
+    cases = {  # (norm, center, one_sided, reduction) -> value
+        ("sample", 1.0, False, "mean"): (math.sqrt(12) - 1) ** 2,
+        ("sample", 1.0, False, "sum"): 2 * (math.sqrt(12) - 1) ** 2,
+        ("pixel", 1.0, False, "mean"): (s3 - 1) ** 2,
+        ("pixel", 1.0, False, "sum"): 8 * (s3 - 1) ** 2,
+        ("batch", 1.0, False, "mean"): (math.sqrt(24) - 1) ** 2,
+        ("sample", 5.0, False, "mean"): (math.sqrt(12) - 5) ** 2,
+        ("sample", 5.0, True, "mean"): 0.0,  # one-sided: norms below the center cost nothing
+        ("pixel", 1.0, True, "mean"): (s3 - 1) ** 2,
+        ("batch", 6.0, True, "sum"): 0.0,
+        ("batch", s6, False, "mean"): (math.sqrt(24) - s6) ** 2,
+    }
+    for (norm, center, one_sided, red), want in cases.items():
+        got = fg.gradient_penalty(g, center=center, one_sided=one_sided, norm=norm, reduction=red, backend=backend)
+        assert float(got) == pytest.approx(want, rel=1e-6, abs=1e-7), (norm, center, one_sided, red, float(got))
+    per = fg.gradient_penalty(torch.stack([torch.ones(3), torch.zeros(3)]), reduction="none", backend=backend)
+    torch.testing.assert_close(per.double(), torch.tensor([(s3 - 1) ** 2, 1.0], dtype=torch.float64))
+
+
+class _LinearD(torch.nn.Module):
+    """D(x) = <a, x> per sample: its input gradient is ``a`` everywhere; records its inputs."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.a = a
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return (x * self.a).flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wgan_gp_weight_and_interpolation(backend):
+    torch.manual_seed(5)
+    a = torch.full((3, 4), 0.5)  # ||a|| = sqrt(3)
+    D = _LinearD(a)
+    real, fake = torch.randn(16, 3, 4), torch.randn(16, 3, 4) + 3.0
+    got = fg.penalties.wgan_gp(D, real, fake, weight=2.5, backend=backend)
+    assert float(got) == pytest.approx(2.5 * (math.sqrt(3) - 1) ** 2, rel=1e-5)
+    x = D.seen[-1]
+    u = ((x - fake) / (real - fake)).flatten(1)  # one u per sample, in [0, 1]
+    assert torch.allclose(u, u[:, :1].expand_as(u), atol=1e-4)
+    assert float(u.min()) >= -1e-5 and float(u.max()) <= 1 + 1e-5 and float(u.std()) > 0.1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dragan_perturbation_scales_with_std_of_real(backend):
+    torch.manual_seed(6)
+    a = torch.full((3, 4), 0.5)
+    D = _LinearD(a)
+    real = torch.randn(32, 3, 4) * 40.0  # std(real) about 40
+    got = fg.penalties.dragan(D, real, weight=3.0, noise_scale=0.5, backend=backend)
+    assert float(got) == pytest.approx(3.0 * (math.sqrt(3) - 1) ** 2, rel=1e-5)
+    d = D.seen[-1] - real  # = (1 - u) * 0.5 * std(real) * U[0, 1): in [0, 0.5 * std(real))
+    bound = 0.5 * float(real.std())
+    assert float(d.min()) >= -1e-4 and float(d.max()) <= bound * (1 + 1e-5)
+    assert float(d.max()) > 0.5 * bound  # the noise is scaled by std(real), not by 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 12.
+
+
+def test_ganloss_validates_at_construction():
+    with pytest.raises(ValueError, match="real_label"):
+        fg.nn.GANLoss("wgan", real_label=0.9)
+    with pytest.raises(ValueError, match="target"):
+        fg.nn.GANLoss("hinge", target=0.5)
+    with pytest.raises(ValueError, match="fake_label"):
+        fg.nn.GANLoss("rsgan", fake_label=0.1)
+    with pytest.raises(TypeError, match="real_label"):
+        fg.nn.GANLoss("ns", real_label="0.9")
+    with pytest.raises(ValueError, match="backend"):
+        fg.nn.GANLoss("ns", backend="gpu")
+    with pytest.raises(ValueError, match="reduction"):
+        fg.nn.GANLoss("ns", reduction="avg")
+    fg.nn.GANLoss("ns", real_label=0.9, fake_label=torch.tensor(0.1), target=0.95)  # fine
+    fg.nn.GANLoss("ls", real_label=1.0, fake_label=-1.0, target=0.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_reduction_none_is_float32(backend, dtype):
+    x = torch.randn(5, 3).to(dtype)
+    with torch.autocast("cpu", dtype=dtype):
+        for kind in ("ns", "hinge", "ragan", "rsgan"):
+            d = fg.discriminator_loss(x, x.flip(0), kind, reduction="none", backend=backend)
+            for v in (d if isinstance(d, tuple) else (d,)):
+                assert v.dtype == torch.float32, (kind, v.dtype)
+            real = x if kind in fg.reference.RELATIVISTIC_KINDS else None
+            g = fg.generator_loss(x, kind, real=real, reduction="none", backend=backend)
+            for v in (g if isinstance(g, tuple) else (g,)):
+                assert v.dtype == torch.float32, (kind, v.dtype)
+        # the value is the float32 loss of the half logits, not a rounded one
+        got = fg.generator_loss(x, "ns", reduction="none", backend=backend)
+    want = fg.reference.generator_loss(x.double(), "ns", reduction="none")
+    torch.testing.assert_close(got.double(), want, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ("rsgan", "ragan", "ralsgan", "rahinge"))
+def test_relativistic_mixed_precision_promotes(backend, kind):
+    g = torch.Generator().manual_seed(12)
+    r64 = torch.randn(7, generator=g, dtype=torch.float64) * 3
+    f64 = torch.randn(7, generator=g, dtype=torch.float64) * 3
+    for a, b in ((r64.float(), f64), (r64, f64.float())):  # one side float32, the other float64
+        a64, b64 = a.double(), b.double()
+        got = fg.discriminator_loss(a, b, kind, backend=backend)
+        assert got.dtype == torch.float64, got.dtype
+        torch.testing.assert_close(got, fg.reference.discriminator_loss(a64, b64, kind), rtol=1e-12, atol=1e-12)
+        gg = fg.generator_loss(b, kind, real=a, backend=backend)
+        assert gg.dtype == torch.float64, gg.dtype
+        torch.testing.assert_close(gg, fg.reference.generator_loss(b64, kind, real=a64), rtol=1e-12, atol=1e-12)
+
+
+def test_sparse_inputs_name_the_argument():
+    sp = torch.randn(4).to_sparse()
+    x = torch.randn(4)
+    with pytest.raises(TypeError, match="fake"):
+        fg.discriminator_loss(x, sp)
+    with pytest.raises(TypeError, match="real_weight"):
+        fg.discriminator_loss(x, x, real_weight=sp)
+    with pytest.raises(TypeError, match="real_label"):
+        fg.discriminator_loss(x, x, real_label=sp)
+    with pytest.raises(TypeError, match="fake"):
+        fg.generator_loss(sp)
+    with pytest.raises(TypeError, match="g:"):
+        fg.gradient_penalty(torch.randn(2, 3).to_sparse())
+
+
+@pytest.mark.skipif(not backends.can_run("cpu", "cpu"), reason="needs the CPU extension")
+def test_raw_op_checks_devices():
+    x = torch.randn(4)
+    lab = torch.empty(4, device="meta")
+    with pytest.raises(RuntimeError, match="labels"):
+        torch.ops.fusedgan.loss_terms([x], [lab], [None], [0], [1.0], [1.0], 1, [True])
+    with pytest.raises(RuntimeError, match="weights"):
+        torch.ops.fusedgan.loss_terms([x], [None], [lab], [0], [1.0], [1.0], 1, [True])
