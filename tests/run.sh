@@ -92,15 +92,23 @@ banner "summary (total time $((SECONDS - t0))s)"
 "$PY" - "$REPORTS" "$failed_stages" <<'PYEOF'
 import glob, sys, xml.etree.ElementTree as ET
 tot = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+fused_passed = 0  # passed tests that ran a fused kernel (tests/conftest.py: property fused_kernels)
 for path in sorted(glob.glob(sys.argv[1] + "/*.xml")):
     for suite in ET.parse(path).getroot().iter("testsuite"):
         for k in tot:
             tot[k] += int(suite.get(k, 0))
+        fused = 0
+        for case in suite.iter("testcase"):
+            if any(c.tag in ("failure", "error", "skipped") for c in case):
+                continue
+            props = {p.get("name"): p.get("value") for p in case.iter("property")}
+            fused += int(props.get("fused_kernels", "0") or 0) > 0
+        fused_passed += fused
         print(f"  {path.rsplit('/', 1)[-1][:-4]:8s} {suite.get('tests')} tests, {suite.get('failures')} failed, "
-              f"{suite.get('errors')} errors, {suite.get('skipped')} skipped")
+              f"{suite.get('errors')} errors, {suite.get('skipped')} skipped; {fused} passed ran a fused kernel")
 failed = tot["failures"] + tot["errors"]
 passed = tot["tests"] - failed - tot["skipped"]
 failed += int(sys.argv[2])  # a failed build or ctest stage counts as a failure too
-print(f"{passed} passed, {failed} failed, {tot['skipped']} skipped")
+print(f"{passed} passed ({fused_passed} of them ran a fused kernel), {failed} failed, {tot['skipped']} skipped")
 PYEOF
 exit $status
