@@ -121,8 +121,9 @@ def aux_tensor(value, name: str, x: Tensor, x_name: str) -> Tensor:
         raise TypeError(f"{name}: expected a real floating-point tensor, got {value.dtype}")
     if value.layout != torch.strided:
         raise TypeError(f"{name}: expected a dense (strided) tensor, got layout {value.layout}")
-    if value.is_neg():  # a negative-bit view (torch._neg_view, .conj().imag): kernels read memory
-        value = value.resolve_neg()
+    # a negative-bit view (torch._neg_view, .conj().imag): kernels read memory, so materialise the
+    # sign (self when there is none; no is_neg() branch, which torch.compile cannot trace)
+    value = value.resolve_neg()
     if value.device != x.device:
         if value.dim() == 0 and value.device.type == "cpu":
             value = value.to(x.device, non_blocking=True)  # a CPU scalar, as torch allows

@@ -492,3 +492,14 @@ def test_raw_op_checks_devices():
         torch.ops.fusedgan.loss_terms([x], [lab], [None], [0], [1.0], [1.0], 1, [True])
     with pytest.raises(RuntimeError, match="weights"):
         torch.ops.fusedgan.loss_terms([x], [None], [lab], [0], [1.0], [1.0], 1, [True])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_negative_bit_penalty_gradient(backend):
+    g0 = torch.randn(3, 4)
+    gn = torch._neg_view(g0.neg()).requires_grad_(True)  # same values as g0, negative bit set
+    g = g0.clone().requires_grad_(True)
+    for fn in (lambda t: fg.gradient_penalty(t, backend=backend), lambda t: fg.r1_penalty(t, backend=backend)):
+        (a,) = torch.autograd.grad(fn(gn), gn)
+        (b,) = torch.autograd.grad(fn(g), g)
+        torch.testing.assert_close(a, b)
