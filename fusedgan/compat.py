@@ -157,7 +157,7 @@ def _kernel_aux(t: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
     """A label or weight in the operator's form: x's dtype, one element or x's numel, contiguous."""
     if t is None:
         return None
-    t = t.to(x.dtype)
+    t = t.to(x.dtype).resolve_neg()  # kernels read memory: materialise a negative-bit view's sign
     if t.shape == x.shape:
         return t.contiguous()
     if t.numel() == 1:  # (not for 0-dim x: the exact-recompute path would broadcast it to (1,))
@@ -221,7 +221,7 @@ def binary_cross_entropy_with_logits(
     compute, out_dtype = _dtypes((input, target, weight, pos_weight), red, "bce")
     if pos_weight is not None and compute in _HALF:
         compute = torch.float32  # the two weights below are products: keep them in float32
-    x = input.to(compute)
+    x = input.to(compute).resolve_neg()
     t = target.to(compute)
     w = None if weight is None else weight.to(compute)
     code = _REDUCTIONS[red]
@@ -281,7 +281,7 @@ def mse_loss(
         )
     _warn_legacy(size_average, reduce)
     compute, out_dtype = _dtypes((input, target, weight), red, "mse")
-    x = input.to(compute)
+    x = input.to(compute).resolve_neg()
     if x.shape != shape:
         x = x.expand(shape).contiguous()  # autograd sums the gradient back over the broadcast
     t = _kernel_aux(target, x)
