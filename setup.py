@@ -9,6 +9,9 @@ Package metadata lives in pyproject.toml.  Environment switches:
   CUDA_HOME                   the CUDA toolkit (default /usr/local/cuda); no GPU is needed
   TORCH_CUDA_ARCH_LIST        GPU archs (default: the visible GPUs', else 8.0;8.6;9.0+PTX)
   MAX_JOBS                    parallel compile jobs (ninja)
+  FUSEDGAN_SANITIZE=address   AddressSanitizer build of the CPU kernels (-O1, CPU only; load it
+                              with LD_PRELOAD=$(c++ -print-file-name=libasan.so): tests/run.sh's
+                              asan stage)
 Without a working C++ compiler the install still succeeds, without the extension.
 """
 from __future__ import annotations
@@ -53,6 +56,13 @@ QUIET = ["-Wno-unknown-pragmas", "-Wno-psabi", "-Wno-maybe-uninitialized"]
 # with it, not linked: the GOMP_* symbols resolve to the OpenMP runtime torch already loaded.
 OPENMP = [] if sys.platform == "darwin" else ["-fopenmp"]
 CXX_FLAGS = ["-O3", "-Wall", *QUIET, *OPENMP]
+SANITIZE = os.environ.get("FUSEDGAN_SANITIZE", "").strip()
+LINK_FLAGS = []
+if SANITIZE:
+    if SANITIZE != "address":
+        raise RuntimeError(f"FUSEDGAN_SANITIZE: only 'address' is supported, got {SANITIZE!r}")
+    CXX_FLAGS = ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", *CXX_FLAGS[1:]]
+    LINK_FLAGS = ["-fsanitize=address"]
 
 
 def _env_flag(name: str, default: str) -> str:
@@ -129,7 +139,7 @@ def make_extensions():
     nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo",
             *[f for flag in CXX_FLAGS[1:] for f in ("-Xcompiler", flag)]]  # -Wall for host code
     ext_cls = cpp_extension.CppExtension
-    if _want_cuda(torch):
+    if _want_cuda(torch) and not SANITIZE:
         # torch fixed its CUDA_HOME when cpp_extension was imported, from a guess that a wrapper
         # nvcc on PATH can mislead: use ours (CUDA_HOME, else /usr/local/cuda).
         cpp_extension.CUDA_HOME = os.environ["CUDA_HOME"] = _cuda_home()
@@ -145,6 +155,7 @@ def make_extensions():
         include_dirs=[os.path.join(ROOT, CSRC, "include")],
         define_macros=define_macros,
         extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+        extra_link_args=LINK_FLAGS,
     )
     ext._fusedgan_simd = simd  # compiled separately, each with its own flags (BuildExt below)
 

@@ -10,6 +10,7 @@ is reported by ``fusedgan.info()``.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import warnings
 from typing import Iterator, Optional
@@ -20,8 +21,9 @@ from . import _ext, ops
 
 NAMES = ("triton", "cuda", "cpu", "reference")
 
-# Plain module state (not contextvars or lru_cache) so torch.compile traces a call without a break.
-_stack: list = []  # use_backend blocks, innermost last; "auto" means automatic
+# use_backend is per thread (and per asyncio task): a contextvars value, which torch.compile traces
+# and guards on without a graph break.  set_backend is the process default.
+_ctx: contextvars.ContextVar = contextvars.ContextVar("fusedgan_use_backend", default=None)  # "auto": automatic
 _global: Optional[str] = None
 _env: Optional[str] = None  # FUSEDGAN_BACKEND, read once at import
 _fallbacks_warned: set = set()
@@ -93,8 +95,8 @@ def requested_backend() -> Optional[str]:
 
     ``FUSEDGAN_BACKEND`` is read once, when fusedgan is imported.
     """
-    if _stack:
-        name = _stack[-1]
+    name = _ctx.get()
+    if name is not None:
         return None if name == "auto" else name
     if _global is not None:
         return _global
@@ -132,7 +134,8 @@ def last_used() -> Optional[str]:
 
 
 def set_backend(name: Optional[str]) -> None:
-    """Force a backend for every later call (``None`` or ``"auto"``: automatic choice)."""
+    """The process default: force a backend for every later call in every thread outside a
+    ``use_backend`` block (``None`` or ``"auto"``: automatic choice)."""
     global _global
     _global = _check_name(name)
 
@@ -143,12 +146,13 @@ def get_backend() -> Optional[str]:
 
 @contextlib.contextmanager
 def use_backend(name: Optional[str]) -> Iterator[None]:
-    """Force a backend inside a ``with`` block (``None``/``"auto"``: automatic choice)."""
-    _stack.append(_check_name(name) or "auto")
+    """Force a backend inside a ``with`` block (``None``/``"auto"``: automatic choice), in this
+    thread (this context) only: other threads keep their own choice or the process default."""
+    token = _ctx.set(_check_name(name) or "auto")
     try:
         yield
     finally:
-        _stack.pop()
+        _ctx.reset(token)
 
 
 _env = _check_name(os.environ.get("FUSEDGAN_BACKEND") or None, "FUSEDGAN_BACKEND")

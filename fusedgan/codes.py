@@ -25,6 +25,7 @@ class Elem(enum.IntEnum):
     LINEAR = 2  # -t*x
     HINGE = 3  # relu(1 - t*x)
     ABS = 4  # |x - t|
+    SOFTPLUS_NEG = 5  # sp(-x), label not read (BCE(x, 1) without its 0 * x: 0 at x = +inf)
 
 
 class Reduction(enum.IntEnum):

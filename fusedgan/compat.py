@@ -97,14 +97,35 @@ def _autocast_on(device: torch.device) -> bool:
     return torch.is_autocast_enabled(device.type)
 
 
-def _dtypes(tensors: Sequence[Optional[Tensor]], reduction: str):
-    """(dtype the kernel reads, dtype of the result): torch's promotion, then autocast's policy."""
+_OUT_DTYPES: dict = {}
+
+
+def _torch_out_dtype(which: str, dtypes: tuple, reduction: str) -> torch.dtype:
+    """The dtype torch's own ``which`` ("bce", "mse") returns for arguments of ``dtypes`` (None:
+    absent).  Its implementation decides, not plain promotion (BCE with a float32 input and a
+    float16 target returns float16), so ask it, once per combination, on meta tensors."""
+    key = (which, dtypes, reduction)
+    dt = _OUT_DTYPES.get(key)
+    if dt is None:
+        m = [None if d is None else torch.empty(2, dtype=d, device="meta") for d in dtypes]
+        if which == "bce":
+            dt = _torch_bce(m[0], m[1], m[2], None, None, reduction, m[3]).dtype
+        else:
+            dt = _torch_mse(m[0], m[1], None, None, reduction, m[2]).dtype
+        _OUT_DTYPES[key] = dt
+    return dt
+
+
+def _dtypes(tensors: Sequence[Optional[Tensor]], reduction: str, which: str):
+    """(dtype the kernel reads, dtype of the result).  Without autocast: the promoted dtype of
+    every argument (at least as accurate as torch), and the dtype torch returns; under autocast
+    (these losses are on its float32 list): float32, or float64 if an argument is."""
     present = [t for t in tensors if t is not None]
     dt = present[0].dtype
     for t in present[1:]:
         dt = torch.promote_types(dt, t.dtype)
     if not _autocast_on(present[0].device):
-        return dt, dt
+        return dt, _torch_out_dtype(which, tuple(None if t is None else t.dtype for t in tensors), reduction)
     if dt in _HALF:
         if reduction != "none" and all(t.dtype == dt for t in present):
             return dt, torch.float32  # the kernel's maths is float32: no need to cast first
@@ -136,7 +157,7 @@ def _kernel_aux(t: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
     """A label or weight in the operator's form: x's dtype, one element or x's numel, contiguous."""
     if t is None:
         return None
-    t = t.to(x.dtype)
+    t = t.to(x.dtype).resolve_neg()  # kernels read memory: materialise a negative-bit view's sign
     if t.shape == x.shape:
         return t.contiguous()
     if t.numel() == 1:  # (not for 0-dim x: the exact-recompute path would broadcast it to (1,))
@@ -197,10 +218,10 @@ def binary_cross_entropy_with_logits(
     if not fusable:
         return _torch_bce(input, target, weight, size_average, reduce, reduction, pos_weight)
     _warn_legacy(size_average, reduce)
-    compute, out_dtype = _dtypes((input, target, weight, pos_weight), red)
+    compute, out_dtype = _dtypes((input, target, weight, pos_weight), red, "bce")
     if pos_weight is not None and compute in _HALF:
         compute = torch.float32  # the two weights below are products: keep them in float32
-    x = input.to(compute)
+    x = input.to(compute).resolve_neg()
     t = target.to(compute)
     w = None if weight is None else weight.to(compute)
     code = _REDUCTIONS[red]
@@ -259,8 +280,8 @@ def mse_loss(
             stacklevel=2,
         )
     _warn_legacy(size_average, reduce)
-    compute, out_dtype = _dtypes((input, target, weight), red)
-    x = input.to(compute)
+    compute, out_dtype = _dtypes((input, target, weight), red, "mse")
+    x = input.to(compute).resolve_neg()
     if x.shape != shape:
         x = x.expand(shape).contiguous()  # autograd sums the gradient back over the broadcast
     t = _kernel_aux(target, x)

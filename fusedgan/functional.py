@@ -30,6 +30,7 @@ _D_NAMES = ("real", "fake")
 _D_NAMES_SPLIT = (["real"], ["fake"])
 _G_NAMES = (["fake"], ["real"])
 _KEYABLE = (float, int)
+_NONE_CODE = int(Reduction.NONE)
 
 
 def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -149,6 +150,8 @@ def discriminator_loss(
         plan = _D_PLANS.get(key)
         if plan is not None and type(real) is Tensor and type(fake) is Tensor:
             dtype = _check_all((real, fake), _D_NAMES)
+            if plan.reduction == _NONE_CODE:
+                dtype = P.none_dtype(dtype, real.device)
             tensors = _d_tensors(plan, kind, [real], [fake], _D_NAMES_SPLIT, dtype, labels, (None, None))
             return P.execute(P.Bound(plan, tensors, real.device, dtype, (real.numel(), fake.numel())), backend)
     kind_spec(kind)
@@ -158,6 +161,8 @@ def discriminator_loss(
     factors = P.scale_factors(len(reals), is_list, scale_weights, scale_reduction)
     names = P.names_of("real", len(reals), is_list), P.names_of("fake", len(fakes), is_list)
     dtype = _check_all(reals + fakes, names[0] + names[1])
+    if red == Reduction.NONE:
+        dtype = P.none_dtype(dtype, reals[0].device)
     _no_weights_for_lists(is_list, real_weight=real_weight, fake_weight=fake_weight)
     plan = P.side_plan(kind, "D", red, (("real_label", P.label_key(real_label, "real_label")),
                                         ("fake_label", P.label_key(fake_label, "fake_label"))),
@@ -232,6 +237,8 @@ def _g_execute(plan, kind, fakes, reals, names, target, weight, backend):
     """Bind a generator plan to its tensors and run it."""
     fnames, rnames = names
     dtype = _check_all(fakes + reals, fnames + rnames)
+    if plan.reduction == _NONE_CODE:
+        dtype = P.none_dtype(dtype, fakes[0].device)
     if plan.op == "rel_gan_loss":
         tensors = _rel_tensors(plan, kind, reals, fakes, fnames, dtype, (None, None))
     else:
@@ -276,6 +283,8 @@ def feature_matching_loss(
     n = len(fakes)
     fnames, rnames = P.names_of("fake_feats", n, f_list), P.names_of("real_feats", n, f_list)
     dtype = _check_all(fakes + reals, fnames + rnames)
+    if red == Reduction.NONE:
+        dtype = P.none_dtype(dtype, fakes[0].device)
     for i in range(n):
         if reals[i].shape != fakes[i].shape:
             raise ValueError(f"{rnames[i]}: shape {tuple(reals[i].shape)} differs from {fnames[i]}'s "

@@ -14,6 +14,7 @@ test checks that they agree.
 | LINEAR        | -t * x                       | -t                      |
 | HINGE         | relu(1 - t * x)              | -t * [1 - t*x > 0]      |
 | ABS           | abs(x - t)                   | sign(x - t) (0 at x==t) |
+| SOFTPLUS_NEG  | sp(-x) (label not read)      | -sigmoid(-x)            |
 
 Relativistic kinds (``rsgan``, ``ragan``, ``ralsgan``, ``rahinge``) are rows of ``RELATIVISTIC``:
 each term applies an element function to a *relativistic logit* (``r - E f``, ``f - E r``, or the
@@ -84,8 +85,9 @@ class RelKind(NamedTuple):
 # Issue 5 section 2, as element functions.  ralsgan's (x - 1)^2 is 2 * HALF_SQUARE.
 _RMF, _FMR, _RF, _FR = RelLogit.R_MINUS_MF, RelLogit.F_MINUS_MR, RelLogit.R_MINUS_F, RelLogit.F_MINUS_R
 RELATIVISTIC: dict[str, RelKind] = {
-    # D: E sp(-(r - f)) = E BCE(r - f, 1);  G: E sp(-(f - r))
-    "rsgan": RelKind((RelTerm(_RF, Elem.BCE, 1.0),), (RelTerm(_FR, Elem.BCE, 1.0),), True),
+    # D: E sp(-(r - f));  G: E sp(-(f - r)).  SOFTPLUS_NEG, not BCE(., 1): sp(-inf) = 0, where
+    # BCE(+inf, 1) has a 0 * inf (NaN).
+    "rsgan": RelKind((RelTerm(_RF, Elem.SOFTPLUS_NEG, 1.0),), (RelTerm(_FR, Elem.SOFTPLUS_NEG, 1.0),), True),
     # D: E BCE(r - mf, 1) + E BCE(f - mr, 0);  G: E BCE(f - mr, 1) + E BCE(r - mf, 0)
     "ragan": RelKind((RelTerm(_RMF, Elem.BCE, 1.0), RelTerm(_FMR, Elem.BCE, 0.0)),
                      (RelTerm(_FMR, Elem.BCE, 1.0), RelTerm(_RMF, Elem.BCE, 0.0)), True),

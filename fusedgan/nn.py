@@ -6,8 +6,8 @@ from typing import Optional
 
 import torch
 
-from . import functional
-from .kinds import kind_spec, reduction_code
+from . import backends, functional, plan
+from .kinds import DEFAULT_LABELS, kind_spec, reduction_code
 
 _D_OPTIONS = set(inspect.signature(functional.discriminator_loss).parameters) - {"real", "fake", "kind"}
 _G_OPTIONS = set(inspect.signature(functional.generator_loss).parameters) - {"fake", "kind", "real"}
@@ -29,8 +29,16 @@ class GANLoss(torch.nn.Module):
         unknown = set(options) - _D_OPTIONS - _G_OPTIONS
         if unknown:
             raise TypeError(f"GANLoss: unknown option(s) {sorted(unknown)}")
-        if "reduction" in options:
-            reduction_code(options["reduction"])
+        # Validate every option now, not at the first call: the plans of both sides (labels the
+        # kind does not take, label values, reduction) and the backend's name.
+        red = reduction_code(options.get("reduction", "mean"))
+
+        def lab(name):
+            return name, plan.label_key(options.get(name, DEFAULT_LABELS[name]), name)
+
+        plan.side_plan(kind, "D", red, (lab("real_label"), lab("fake_label")), (1.0,))
+        plan.side_plan(kind, "G", red, (lab("target"),), (1.0,))
+        backends._check_name(options.get("backend"))
         self.kind = kind
         self.options = dict(options)
         self._d = {k: v for k, v in options.items() if k in _D_OPTIONS}

@@ -241,8 +241,20 @@ _PYTHON_OPS = {
 # Fakes: output shapes and dtypes without computing (torch.compile, meta tensors).
 
 
+def _check_devices(op: str, first, **lists) -> None:
+    """Every tensor argument on the first logits' device, as the kernels require: a fake must
+    raise where the kernel would (a meta label beside CPU logits would otherwise dispatch here
+    and return uninitialised CPU memory)."""
+    for name, ts in lists.items():
+        for i, t in enumerate(ts):
+            if t is not None and t.device != first.device:
+                raise RuntimeError(f"fusedgan::{op}: {name}[{i}] is on {t.device} but logits[0] is on "
+                                   f"{first.device}")
+
+
 def loss_terms_fake(logits, labels, weights, elems, label_values, coefs, reduction, need_grad):
     x0 = logits[0]
+    _check_devices("loss_terms", x0, logits=logits, labels=labels, weights=weights)
     acc = acc_dtype(x0.dtype)
     total = x0.new_empty((), dtype=acc)
     terms = x0.new_empty((len(logits),), dtype=acc)
@@ -258,6 +270,8 @@ def loss_terms_stats_fake(logits, labels, weights, elems, label_values, coefs, r
 
 
 def loss_grads_fake(logits, labels, weights, elems, label_values, coefs, reduction, grad_outputs):
+    _check_devices("loss_grads", logits[0], logits=logits, labels=labels, weights=weights,
+                   grad_outputs=grad_outputs)
     return [x.new_empty(x.shape) if go is not None else x.new_empty((0,)) for x, go in zip(logits, grad_outputs)]
 
 
@@ -270,6 +284,7 @@ def gan_loss_fake(logits, labels, weights, elems, label_values, coefs, reduction
 
 def rel_gan_loss_fake(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
                       stats=False, triton=False):
+    _check_devices("rel_gan_loss", reals[0], reals=reals, fakes=fakes, weights=weights)
     acc = acc_dtype(reals[0].dtype)
     terms = reals[0].new_empty((len(scales),), dtype=acc)
     reads_real = (int(RelLogit.R_MINUS_MF), int(RelLogit.R_MINUS_F))

@@ -39,21 +39,27 @@ NORMS = reference.PENALTY_NORMS
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_g(g, min_dim: int, what: str) -> None:
+def _check_g(g, min_dim: int, what: str) -> Tensor:
     if not isinstance(g, torch.Tensor):
         raise TypeError(f"g: expected a torch.Tensor (the gradient), got {type(g).__name__}")
     if g.dtype not in P.FLOAT_DTYPES:
         raise TypeError(f"g: must be float16, bfloat16, float32 or float64, got {g.dtype}")
+    if g.layout != torch.strided:
+        raise TypeError(f"g: expected a dense (strided) tensor, got layout {g.layout}")
     if g.dim() < min_dim:
         raise ValueError(f"g: {what} needs a tensor with at least {min_dim} dims (batch first), "
                          f"got shape {tuple(g.shape)}")
+    # a negative-bit view (torch._neg_view): the kernels read memory, so materialise the sign
+    # (self when there is none; no is_neg() branch, which torch.compile cannot trace)
+    return g.resolve_neg()
 
 
 def _check_real(value, name: str, *, nonneg: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
     value = float(value)
-    if not math.isfinite(value) or (nonneg and value < 0):
+    # comparisons, not math.isfinite: torch.compile(dynamic=True) passes a SymFloat here
+    if not abs(value) < math.inf or (nonneg and value < 0):
         raise ValueError(f"{name}: expected a finite{' non-negative' if nonneg else ''} number, got {value}")
     return value
 
@@ -86,7 +92,7 @@ def gradient_penalty(g: Tensor, *, center: float = 1.0, one_sided: bool = False,
         raise ValueError(f"norm: unknown penalty norm {norm!r}; expected one of {list(NORMS)}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction: unknown reduction {reduction!r}; expected one of {list(REDUCTIONS)}")
-    _check_g(g, 0 if norm == "batch" else 2, f"norm={norm!r}")
+    g = _check_g(g, 0 if norm == "batch" else 2, f"norm={norm!r}")
     center = _check_real(center, "center")
     if not isinstance(one_sided, bool):
         raise TypeError(f"one_sided: expected a bool, got {type(one_sided).__name__}")
@@ -101,7 +107,7 @@ def r1_penalty(g: Tensor, gamma: float = 10.0, *, backend: Optional[str] = None)
 
     ``g`` is the gradient of D's output at real data.  Float32 result (float64 for float64 ``g``).
     """
-    _check_g(g, 2, "r1_penalty")
+    g = _check_g(g, 2, "r1_penalty")
     gamma = _check_real(gamma, "gamma", nonneg=True)
     args = (g, 1, g.numel(), 1, int(PenaltyKind.R1), 0.0, False, int(Reduction.MEAN), gamma, g.shape[0], [],
             "sample")

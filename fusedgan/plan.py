@@ -90,6 +90,8 @@ def check_logits(x, name: str) -> None:
         raise TypeError(f"{name}: expected a torch.Tensor of logits, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name}: logits must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name}: expected a dense (strided) tensor, got layout {x.layout}")
 
 
 def check_same_device(xs: Sequence[Tensor], names: Sequence[str]) -> None:
@@ -105,10 +107,24 @@ def common_dtype(xs: Sequence[Tensor]) -> torch.dtype:
     return dtype
 
 
+def none_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The logits' dtype for reduction="none": float32 for half logits under autocast, whose
+    float32-listed losses return float32 per-element losses (the kernel writes values in the
+    dtype it reads)."""
+    if dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(device.type):
+        return torch.float32
+    return dtype
+
+
 def aux_tensor(value, name: str, x: Tensor, x_name: str) -> Tensor:
     """A label or weight tensor in the kernel's form: x's dtype, one element or x's numel."""
     if value.dtype not in FLOAT_DTYPES and value.dtype not in (torch.int64, torch.int32, torch.bool):
         raise TypeError(f"{name}: expected a real floating-point tensor, got {value.dtype}")
+    if value.layout != torch.strided:
+        raise TypeError(f"{name}: expected a dense (strided) tensor, got layout {value.layout}")
+    # a negative-bit view (torch._neg_view, .conj().imag): kernels read memory, so materialise the
+    # sign (self when there is none; no is_neg() branch, which torch.compile cannot trace)
+    value = value.resolve_neg()
     if value.device != x.device:
         if value.dim() == 0 and value.device.type == "cpu":
             value = value.to(x.device, non_blocking=True)  # a CPU scalar, as torch allows

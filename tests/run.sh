@@ -3,11 +3,11 @@
 # This is the README's test command; .ci/run runs exactly this.
 #
 #   bash tests/run.sh              # everything
-#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench compat cpp ptxas)
+#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench compat cpp ptxas asan)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-STAGES=${STAGES:-"install python triton bench compat cpp ptxas"}
+STAGES=${STAGES:-"install python triton bench compat cpp ptxas asan"}
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"  # torch's own guess goes wrong with /usr/local/bin/nvcc
 export MAX_JOBS="${MAX_JOBS:-2}"
 REPORTS=$(mktemp -d)
@@ -159,19 +159,47 @@ if want ptxas; then
   fi
 fi
 
+if want asan; then
+  # The CPU kernels built with AddressSanitizer (FUSEDGAN_SANITIZE=address, -O1) in a copy of the
+  # tree, running the kernel tests that reach the edge cases (empty terms, NaN/inf, penalties):
+  # an out-of-bounds read or write fails the stage.  libasan must be loaded first: LD_PRELOAD.
+  banner "AddressSanitizer build of the CPU kernels + focused kernel tests"
+  asan_dir=$(mktemp -d)
+  libasan=$("${CXX:-c++}" -print-file-name=libasan.so)
+  git ls-files -z --cached --others --exclude-standard | tar --null -cf - -T - | tar -xf - -C "$asan_dir"
+  pushd "$asan_dir" >/dev/null
+  if FUSEDGAN_SANITIZE=address FUSEDGAN_BUILD_CUDA=0 FUSEDGAN_BUILD_EXT=1 "$PY" setup.py build_ext --inplace \
+      >"$asan_dir/build.log" 2>&1; then
+    LD_PRELOAD="$libasan" ASAN_OPTIONS="detect_leaks=0:halt_on_error=1" FUSEDGAN_BACKEND= \
+      run_pytest asan tests/test_hardening.py tests/test_penalties.py -q -x -p no:cacheprovider
+  else
+    tail -30 "$asan_dir/build.log"; echo "stage asan FAILED (build)"; status=1; failed_stages=$((failed_stages + 1))
+  fi
+  popd >/dev/null
+  rm -rf "$asan_dir"
+fi
+
 banner "summary (total time $((SECONDS - t0))s)"
 "$PY" - "$REPORTS" "$failed_stages" <<'PYEOF'
 import glob, sys, xml.etree.ElementTree as ET
 tot = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+fused_passed = 0  # passed tests that ran a fused kernel (tests/conftest.py: property fused_kernels)
 for path in sorted(glob.glob(sys.argv[1] + "/*.xml")):
     for suite in ET.parse(path).getroot().iter("testsuite"):
         for k in tot:
             tot[k] += int(suite.get(k, 0))
+        fused = 0
+        for case in suite.iter("testcase"):
+            if any(c.tag in ("failure", "error", "skipped") for c in case):
+                continue
+            props = {p.get("name"): p.get("value") for p in case.iter("property")}
+            fused += int(props.get("fused_kernels", "0") or 0) > 0
+        fused_passed += fused
         print(f"  {path.rsplit('/', 1)[-1][:-4]:8s} {suite.get('tests')} tests, {suite.get('failures')} failed, "
-              f"{suite.get('errors')} errors, {suite.get('skipped')} skipped")
+              f"{suite.get('errors')} errors, {suite.get('skipped')} skipped; {fused} passed ran a fused kernel")
 failed = tot["failures"] + tot["errors"]
 passed = tot["tests"] - failed - tot["skipped"]
 failed += int(sys.argv[2])  # a failed build or ctest stage counts as a failure too
-print(f"{passed} passed, {failed} failed, {tot['skipped']} skipped")
+print(f"{passed} passed ({fused_passed} of them ran a fused kernel), {failed} failed, {tot['skipped']} skipped")
 PYEOF
 exit $status

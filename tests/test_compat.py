@@ -1,8 +1,9 @@
 """fusedgan.compat: torch-compatible losses, patching, and library-compatible GAN losses.
 
 Every number is checked against torch's own function or against a plain-PyTorch restatement of
-the library's formula written below; tests that claim the fused path ran check
-``fusedgan.backends.last_used()`` and skip (saying why) where no fused backend is built.
+the library's formula written below; tests that claim the fused path ran check the operators
+that actually ran (``helpers.OpRecorder``: the fused kernel reached the dispatcher) and skip
+(saying why) where no fused backend is built.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 import fusedgan
 from fusedgan import backends, compat
+from helpers import OpRecorder, loss_kernel
 
 FUSED = [n for n in ("cpu", "triton") if n in backends.available_backends("cpu")]
 ALL = FUSED + ["reference"]
@@ -25,12 +27,19 @@ def fused():
     """The fused CPU backend, forced for the test; skips where none is built."""
     if not FUSED:
         pytest.skip("no fused CPU backend here (fusedgan._C not built and Triton interpreter off)")
-    with backends.use_backend(FUSED[0]):
+    global _RECORDER
+    with backends.use_backend(FUSED[0]), OpRecorder() as _RECORDER:
         yield FUSED[0]
+    _RECORDER = None
+
+
+_RECORDER = None
 
 
 def assert_fused(name):
-    assert backends.last_used() == name, f"expected fused backend {name!r}, ran {backends.last_used()!r}"
+    """The fused kernel of backend ``name`` ran since the test began (or since the last check)."""
+    ran = _RECORDER.take()
+    assert loss_kernel(name) in ran, f"expected fused backend {name!r}'s kernel to run; ran {sorted(ran)}"
 
 
 def grads(out, inputs):

@@ -73,5 +73,5 @@ def test_reference_is_twice_differentiable():
 
 
 def test_elem_enum_values():
-    assert [e.value for e in Elem] == [0, 1, 2, 3, 4]
+    assert [e.value for e in Elem] == [0, 1, 2, 3, 4, 5]
     assert fg.kinds.REDUCTIONS == {"none": 0, "mean": 1, "sum": 2}

@@ -195,12 +195,16 @@ double term_range_dispatch(const TermArgs& a, int64_t begin, int64_t end, double
     case Elem::HALF_SQUARE: return term_range_g<S, Elem::HALF_SQUARE>(a, begin, end, stats);
     case Elem::LINEAR: return term_range_g<S, Elem::LINEAR>(a, begin, end, stats);
     case Elem::ABS: return term_range_g<S, Elem::ABS>(a, begin, end, stats);
+    case Elem::SOFTPLUS_NEG: return term_range_g<S, Elem::SOFTPLUS_NEG>(a, begin, end, stats);
     default: return term_range_g<S, Elem::HINGE>(a, begin, end, stats);
   }
 }
 
 template <class S>
 void run_chunks_t(const ChunkTable& tab, int64_t c0, int64_t c1, double* partials) {
+  // No chunk (every term empty): first_chunk[n_terms] == 0 and the walk below would run past
+  // the table.  Otherwise c0 < first_chunk[n_terms] bounds it.
+  if (c0 >= c1 || c1 > tab.first_chunk[tab.n_terms]) return;
   int i = 0;
   while (tab.first_chunk[i + 1] <= c0) ++i;
   for (int64_t c = c0; c < c1; ++c) {

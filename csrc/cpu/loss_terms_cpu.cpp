@@ -174,7 +174,9 @@ LossTermsOut loss_terms_impl(
   const ChunkTable tab{args.data(), first_chunk.data(), static_cast<int>(n), dt,
                        stats ? stat_partials.data() : nullptr};
   const ChunkKernel kernel = capability().kernel;
-  if (total_chunks <= kGrainChunks) {
+  if (total_chunks == 0) {
+    // every term empty: no kernel call (MEAN gives 0/0 = NaN below, SUM 0)
+  } else if (total_chunks <= kGrainChunks) {
     kernel(tab, 0, total_chunks, partials.data());
   } else {
     at::parallel_for(0, total_chunks, kGrainChunks,

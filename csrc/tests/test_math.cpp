@@ -34,9 +34,14 @@ static void ref(Elem e, LD x, LD t, LD& v, LD& g) {
     case Elem::HINGE: {
       const LD m = 1 - t * x;
       v = m > 0 ? m : (std::isnan(m) ? m : 0);
-      g = m > 0 ? -t : 0;
+      g = m <= 0 ? 0 : -t;  // torch's relu': 0 at and below the kink, passed at NaN
       return;
     }
+    case Elem::SOFTPLUS_NEG:
+      v = sp(-x);
+      g = -sig(-x);
+      if (std::isnan(x)) g = x;
+      return;
   }
 }
 

@@ -33,6 +33,7 @@ HALF_SQUARE = tl.constexpr(int(Elem.HALF_SQUARE))
 LINEAR = tl.constexpr(int(Elem.LINEAR))
 HINGE = tl.constexpr(int(Elem.HINGE))
 ABS = tl.constexpr(int(Elem.ABS))
+SOFTPLUS_NEG = tl.constexpr(int(Elem.SOFTPLUS_NEG))
 ARG = tl.constexpr(int(Operand.ARG))
 SCALAR = tl.constexpr(int(Operand.SCALAR))
 STAT_COLS = tl.constexpr(_STAT_COLS)
@@ -96,6 +97,12 @@ def _elem(x, t, ELEM: tl.constexpr):
         m = 1.0 - t * x
         v = tl.where(m < 0, 0.0, m)
         d = tl.where(m <= 0, 0.0, tl.zeros_like(x) - t)
+    elif ELEM == SOFTPLUS_NEG:  # sp(-x), label not read; -sigmoid(-x); 0 at x = +inf
+        e = tl.exp(-tl.abs(x))
+        inv = 1.0 / (1.0 + e)
+        pos = x >= 0
+        v = tl.where(pos, 0.0, -x) + _log1p_unit(e)
+        d = -tl.where(pos, e, 1.0) * inv
     else:  # ABS: |x - t|; sign(x - t), 0 at x == t and for NaN (as torch's abs')
         r = x - t
         v = tl.abs(r)

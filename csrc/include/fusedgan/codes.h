@@ -4,8 +4,8 @@
 
 namespace fusedgan {
 
-enum class Elem : int { BCE = 0, HALF_SQUARE = 1, LINEAR = 2, HINGE = 3, ABS = 4 };
-constexpr int kNumElems = 5;
+enum class Elem : int { BCE = 0, HALF_SQUARE = 1, LINEAR = 2, HINGE = 3, ABS = 4, SOFTPLUS_NEG = 5 };
+constexpr int kNumElems = 6;
 enum class Reduction : int { NONE = 0, MEAN = 1, SUM = 2 };
 constexpr int kNumReductions = 3;
 enum class RelLogit : int { R_MINUS_MF = 0, F_MINUS_MR = 1, R_MINUS_F = 2, F_MINUS_R = 3 };
@@ -29,6 +29,7 @@ inline constexpr CodeEntry kAllCodes[] = {
     {"Elem.LINEAR", static_cast<int>(Elem::LINEAR)},
     {"Elem.HINGE", static_cast<int>(Elem::HINGE)},
     {"Elem.ABS", static_cast<int>(Elem::ABS)},
+    {"Elem.SOFTPLUS_NEG", static_cast<int>(Elem::SOFTPLUS_NEG)},
     {"Reduction.NONE", static_cast<int>(Reduction::NONE)},
     {"Reduction.MEAN", static_cast<int>(Reduction::MEAN)},
     {"Reduction.SUM", static_cast<int>(Reduction::SUM)},

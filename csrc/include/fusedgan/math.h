@@ -124,13 +124,27 @@ FG_HD FG_INLINE void linear(T x, T t, T& value, T& grad) {
   grad = -t;
 }
 
-// HINGE(x, t) = relu(1 - t*x); d/dx = -t where 1 - t*x > 0, else 0 (torch's relu' at the kink).
+// HINGE(x, t) = relu(1 - t*x); d/dx = 0 where 1 - t*x <= 0, else -t: torch's relu' (threshold
+// backward), which is 0 at the kink and passes the gradient at a NaN margin.
 template <class T, class Ops>
 FG_HD FG_INLINE void hinge(T x, T t, T& value, T& grad) {
   const T zero = Ops::c(0.0);
   const T m = Ops::c(1.0) - t * x;
   value = Ops::clamp_min(m, zero);
-  grad = Ops::select(Ops::gt(m, zero), -t, zero);
+  grad = Ops::select(Ops::ge(zero, m), zero, -t);
+}
+
+// SOFTPLUS_NEG(x) = sp(-x) (the label is not read); d/dx = -sigmoid(-x).  BCE(x, 1) without its
+// (1 - t) * x term, so x = +inf gives 0 where BCE(+inf, 1) is 0 * inf = NaN (rsgan's sp(-(r - f))).
+template <class T, class Ops>
+FG_HD FG_INLINE void softplus_neg(T x, T, T& value, T& grad) {
+  const T one = Ops::c(1.0);
+  const T zero = Ops::c(0.0);
+  const T e = Ops::exp_nonpos(-Ops::abs(x));
+  const T inv = one / (one + e);
+  const auto pos = Ops::ge(x, zero);
+  value = Ops::select(pos, zero, -x) + Ops::log1p_unit(e);
+  grad = -(Ops::select(pos, e, one) * inv);
 }
 
 // ABS(x, t) = |x - t|; d/dx = sign(x - t), 0 at x == t and for NaN (torch's abs' and sign).
@@ -155,6 +169,8 @@ FG_HD FG_INLINE void elem_eval(T x, T t, T& value, T& grad) {
     linear<T, Ops>(x, t, value, grad);
   } else if constexpr (E == Elem::ABS) {
     abs_diff<T, Ops>(x, t, value, grad);
+  } else if constexpr (E == Elem::SOFTPLUS_NEG) {
+    softplus_neg<T, Ops>(x, t, value, grad);
   } else if constexpr (E == Elem::HINGE) {
     hinge<T, Ops>(x, t, value, grad);
   } else {
@@ -170,6 +186,7 @@ FG_HD FG_INLINE void elem_eval(Elem elem, T x, T t, T& value, T& grad) {
     case Elem::HALF_SQUARE: half_square<T, Ops>(x, t, value, grad); break;
     case Elem::LINEAR: linear<T, Ops>(x, t, value, grad); break;
     case Elem::ABS: abs_diff<T, Ops>(x, t, value, grad); break;
+    case Elem::SOFTPLUS_NEG: softplus_neg<T, Ops>(x, t, value, grad); break;
     default: hinge<T, Ops>(x, t, value, grad); break;
   }
 }
