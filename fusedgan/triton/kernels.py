@@ -15,12 +15,12 @@ same bits run to run, no atomics.  With ``SINGLE`` one program loops over both t
 the reduction itself: small (launch-bound) problems take a single launch.
 
 Maths run in float32 (float64 when ``IS64``); loads and stores convert from and to the tensors'
-own dtypes.  Scalar arguments are declared float64 so that an fp64 problem keeps its labels exact
+own dtypes.  Scalar arguments are declared ``tl.float64`` (a real annotation: this module must not
+use ``from __future__ import annotations``, and tools/gpu_compile.py checks the compiled
+signatures) so that an fp64 problem keeps its labels exact
 and a caller passing fp64 scalars (Inductor) gets the same kernel; each is cast to the maths dtype
 once per program, so no vector arithmetic runs in fp64 unless the inputs are fp64.
 """
-from __future__ import annotations
-
 import triton
 import triton.language as tl
 
@@ -190,9 +190,9 @@ def _single_term(x, t, w, go, g, v, n, lab, coef, scale, terms, stats, slot,
 @triton.jit
 def _loss_kernel(
     # term a
-    xa, ta, wa, goa, ga, va, na, lab_a: "fp64", coef_a: "fp64", scale_a: "fp64", progs_a,
+    xa, ta, wa, goa, ga, va, na, lab_a: tl.float64, coef_a: tl.float64, scale_a: tl.float64, progs_a,
     # term b (ignored unless TWO)
-    xb, tb, wb, gob, gb, vb, nb, lab_b: "fp64", coef_b: "fp64", scale_b: "fp64",
+    xb, tb, wb, gob, gb, vb, nb, lab_b: tl.float64, coef_b: tl.float64, scale_b: tl.float64,
     # reduction outputs
     partials, terms, total, term_off, stats, spartials,
     ELEM_A: tl.constexpr, LAB_A: tl.constexpr, W_A: tl.constexpr, GO_A: tl.constexpr,
@@ -249,7 +249,7 @@ def _finish_stats(spartials, stats, term, first, count, IS64: tl.constexpr, RBLO
 
 
 @triton.jit
-def _finish_kernel(partials, terms, total, term_off, progs_a, progs_b, scale_a: "fp64", scale_b: "fp64",
+def _finish_kernel(partials, terms, total, term_off, progs_a, progs_b, scale_a: tl.float64, scale_b: tl.float64,
                    stats, spartials, TWO: tl.constexpr, ACCUM: tl.constexpr, IS64: tl.constexpr,
                    RBLOCK: tl.constexpr, STATS: tl.constexpr = False):
     """Fixed-order sum of each term's partials, times its scale; writes terms and total (and,

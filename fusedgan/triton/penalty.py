@@ -10,7 +10,6 @@ owns a block of columns of one ``a`` and walks ``c``.  No atomics, no autotuning
 only on the shapes.  Squares and sums in float32 (float64 for float64 ``g``).
 ``group_scale_mul`` is one elementwise launch reading ``grad_output`` from device memory.
 """
-from __future__ import annotations
 
 import torch
 import triton
