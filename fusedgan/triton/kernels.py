@@ -26,6 +26,7 @@ import triton.language as tl
 
 from ..codes import STAT_COLS as _STAT_COLS
 from ..codes import Elem, Operand
+from . import fastmath as fm
 
 # The codes of fusedgan/codes.py as compile-time constants of the kernels.
 BCE = tl.constexpr(int(Elem.BCE))
@@ -66,24 +67,14 @@ def _zero(IS64: tl.constexpr):
 
 
 @triton.jit
-def _log1p_unit(e):
-    """log1p(e) for e in [0, 1] from one log: log(u) * e / (u - 1) with u = 1 + e (exact e/(u-1)
-    corrects the rounding of u); for e below half an ulp of 1, u == 1 and log1p(e) = e."""
-    u = 1.0 + e
-    d = u - 1.0
-    tiny = d == 0.0
-    return tl.where(tiny, e, tl.log(u) * (e / tl.where(tiny, 1.0, d)))
-
-
-@triton.jit
-def _elem(x, t, ELEM: tl.constexpr):
+def _elem(x, t, ELEM: tl.constexpr, IS64: tl.constexpr):
     """(value, d value / dx) of element function ELEM at logits x, labels t (maths dtype)."""
-    if ELEM == BCE:  # t*sp(-x) + (1-t)*sp(x); one exp, one log1p
-        e = tl.exp(-tl.abs(x))
+    if ELEM == BCE:  # t*sp(-x) + (1-t)*sp(x); one exp, one log1p (math.h's, see fastmath.py)
+        e = fm.exp_nonpos(-tl.abs(x), IS64)
         inv = 1.0 / (1.0 + e)
         pos = x >= 0
         s = 1.0 - t
-        v = tl.where(pos, s * x, -t * x) + _log1p_unit(e)
+        v = tl.where(pos, s * x, -t * x) + fm.log1p_unit(e, IS64)
         # sigmoid(x) - t, never subtracting two numbers close to 1
         d = tl.where(pos, s - t * e, s * e - t) * inv
     elif ELEM == HALF_SQUARE:  # 0.5 (x - t)^2
@@ -124,7 +115,7 @@ def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
         t = _to_acc(tl.load(t_ptr), IS64)
     else:
         t = _to_acc(tl.load(t_ptr + offs, mask=mask, other=0.0), IS64)
-    v, d = _elem(x, t, ELEM)
+    v, d = _elem(x, t, ELEM, IS64)
     if W == SCALAR:
         w = _to_acc(tl.load(w_ptr), IS64)
         v = v * w
@@ -143,7 +134,7 @@ def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
     if VAL:
         tl.store(v_ptr + offs, (v * coef).to(v_ptr.dtype.element_ty), mask=mask)
     if STATS:  # training statistics of the logits, from the same load
-        e = tl.exp(-tl.abs(x))
+        e = fm.exp_nonpos(-tl.abs(x), IS64)
         inv = 1.0 / (1.0 + e)
         sig = tl.where(x >= 0, inv, e * inv)
         sx = tl.sum(tl.where(mask, x, 0.0), axis=0)
