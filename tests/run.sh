@@ -3,11 +3,11 @@
 # This is the README's test command; .ci/run runs exactly this.
 #
 #   bash tests/run.sh              # everything
-#   STAGES="python" bash tests/run.sh   # only some stages (install python triton bench compat cpp ptxas asan)
+#   STAGES="python" bash tests/run.sh   # only some stages (install python triton gpu-compile bench compat cpp ptxas asan)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-STAGES=${STAGES:-"install python triton bench compat cpp ptxas asan"}
+STAGES=${STAGES:-"install python triton gpu-compile bench compat cpp ptxas asan"}
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"  # torch's own guess goes wrong with /usr/local/bin/nvcc
 export MAX_JOBS="${MAX_JOBS:-2}"
 REPORTS=$(mktemp -d)
@@ -49,6 +49,15 @@ if want triton; then
   # The variable must be set before triton is imported: its own process.
   banner "triton backend under TRITON_INTERPRET=1"
   TRITON_INTERPRET=1 run_pytest triton tests/test_triton*.py -q
+fi
+
+if want gpu-compile; then
+  # Every Triton kernel variant the library launches, compiled ahead of time for sm_90 (no GPU
+  # needed): fails on a register spill, on registers above the kernel's budget, or on an fp64
+  # parameter specialised otherwise (tools/gpu_compile.py; prints the resource table).
+  banner "gpu-compile: Triton kernels for sm_90"
+  "$PY" tools/gpu_compile.py --jobs "$MAX_JOBS" \
+    || { echo "stage gpu-compile FAILED"; status=1; failed_stages=$((failed_stages + 1)); }
 fi
 
 if want bench; then

@@ -139,6 +139,7 @@ def multi_program(monkeypatch):
     """Force the multi-program path (partials + finishing kernel) on small inputs."""
     monkeypatch.setattr(ft, "SINGLE_MAX", -1)
     monkeypatch.setattr(ft, "BLOCK_MEDIUM", 16)
+    monkeypatch.setattr(ft, "BLOCK_F64", 16)
     monkeypatch.setattr(ft, "RBLOCK", 4)
 
 

@@ -116,6 +116,7 @@ def test_stats_operator_contract(multi_program, monkeypatch):
     if multi_program:
         monkeypatch.setattr(ft, "SINGLE_MAX", 16)
         monkeypatch.setattr(ft, "BLOCK_MEDIUM", 32)
+        monkeypatch.setattr(ft, "BLOCK_F64", 32)
     for dt in (torch.float64, torch.float32):
         x0 = logits((37,), torch.float64, seed=1, extreme=True).to(dt)
         x1 = logits((3, 5), torch.float64, seed=2).to(dt)

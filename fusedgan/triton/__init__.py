@@ -45,6 +45,7 @@ import triton
 
 from ..codes import STAT_COLS, Operand, Reduction, acc_dtype
 from . import kernels as _k
+from ._device import on_device as _on_device
 from . import penalty as _penalty
 from ._compat import wrap_triton
 
@@ -53,7 +54,13 @@ from ._compat import wrap_triton
 SINGLE_MAX = 4096  # total elements up to which one program does a whole pair of terms
 SINGLE_BLOCK = 1024  # largest block of the single-program path
 BLOCK_MEDIUM, WARPS_MEDIUM = 1024, 4
-BLOCK_LARGE, WARPS_LARGE = 4096, 8
+BLOCK_LARGE, WARPS_LARGE = 2048, 8
+# Float64 maths take two registers a value and libdevice exp / log: at the float32 blocks the
+# loss kernel needs 140 registers (255 and spills at the former 4096-element block), so float64
+# runs 2 elements per thread (56 registers, 50% occupancy) and 4 in the single program (80).
+# Registers per variant: tools/gpu_compile.py (the gpu-compile stage of tests/run.sh).
+BLOCK_F64, WARPS_F64 = 512, 8
+SINGLE_BLOCK_F64 = 512
 LARGE_FROM = 1 << 20  # total elements from which the large block is used
 RBLOCK = 1024  # partials summed per iteration of the finishing kernel
 
@@ -111,10 +118,15 @@ def _launch_pair(a: _Term, b: Optional[_Term], *, terms, total, term_off, accum,
     dummy_out = terms if terms is not None else a.g
     single = (not grads_only) and n_total <= SINGLE_MAX
     if single:
-        block = min(SINGLE_BLOCK, max(16, _next_pow2(max(a.n, bb.n if two else 0))))
+        block = min(SINGLE_BLOCK_F64 if is64 else SINGLE_BLOCK, max(16, _next_pow2(max(a.n, bb.n if two else 0))))
         warps, grid, partials = 4, (1,), dummy_out
     else:
-        block, warps = (BLOCK_LARGE, WARPS_LARGE) if n_total >= LARGE_FROM else (BLOCK_MEDIUM, WARPS_MEDIUM)
+        if is64:
+            block, warps = BLOCK_F64, WARPS_F64
+        elif n_total < LARGE_FROM:
+            block, warps = BLOCK_MEDIUM, WARPS_MEDIUM
+        else:
+            block, warps = BLOCK_LARGE, WARPS_LARGE
         progs_a = triton.cdiv(a.n, block)
         progs_b = triton.cdiv(b.n, block) if two else 0
         grid = (progs_a + progs_b,)
@@ -205,10 +217,11 @@ def _loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, 
         if reduction == _NONE:
             t.v = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         specs.append(t)
-    for k in range(0, len(specs), 2):
-        pair = specs[k : k + 2]
-        _launch_pair(pair[0], pair[1] if len(pair) == 2 else None, terms=terms, total=total,
-                     term_off=k, accum=k > 0, is64=is64, grads_only=False, stats=stats)
+    with _on_device(x0):
+        for k in range(0, len(specs), 2):
+            pair = specs[k : k + 2]
+            _launch_pair(pair[0], pair[1] if len(pair) == 2 else None, terms=terms, total=total,
+                         term_off=k, accum=k > 0, is64=is64, grads_only=False, stats=stats)
     grads = [t.g if t.g is not None else x.new_empty((0,)) for t, x in zip(specs, logits)]
     values = [t.v if t.v is not None else x.new_empty((0,)) for t, x in zip(specs, logits)]
     if want_stats:
@@ -237,10 +250,11 @@ def loss_grads(logits: List[torch.Tensor], labels: List[Optional[torch.Tensor]],
         out.append(t.g)
         if t.n > 0:
             specs.append(t)
-    for k in range(0, len(specs), 2):
-        pair = specs[k : k + 2]
-        _launch_pair(pair[0], pair[1] if len(pair) == 2 else None, terms=None, total=None,
-                     term_off=0, accum=False, is64=is64, grads_only=True)
+    with _on_device(logits[0]):
+        for k in range(0, len(specs), 2):
+            pair = specs[k : k + 2]
+            _launch_pair(pair[0], pair[1] if len(pair) == 2 else None, terms=None, total=None,
+                         term_off=0, accum=False, is64=is64, grads_only=True)
     return out
 
 

@@ -15,17 +15,18 @@ same bits run to run, no atomics.  With ``SINGLE`` one program loops over both t
 the reduction itself: small (launch-bound) problems take a single launch.
 
 Maths run in float32 (float64 when ``IS64``); loads and stores convert from and to the tensors'
-own dtypes.  Scalar arguments are declared float64 so that an fp64 problem keeps its labels exact
+own dtypes.  Scalar arguments are declared ``tl.float64`` (a real annotation: this module must not
+use ``from __future__ import annotations``, and tools/gpu_compile.py checks the compiled
+signatures) so that an fp64 problem keeps its labels exact
 and a caller passing fp64 scalars (Inductor) gets the same kernel; each is cast to the maths dtype
 once per program, so no vector arithmetic runs in fp64 unless the inputs are fp64.
 """
-from __future__ import annotations
-
 import triton
 import triton.language as tl
 
 from ..codes import STAT_COLS as _STAT_COLS
 from ..codes import Elem, Operand
+from . import fastmath as fm
 
 # The codes of fusedgan/codes.py as compile-time constants of the kernels.
 BCE = tl.constexpr(int(Elem.BCE))
@@ -67,24 +68,14 @@ def _zero(IS64: tl.constexpr):
 
 
 @triton.jit
-def _log1p_unit(e):
-    """log1p(e) for e in [0, 1] from one log: log(u) * e / (u - 1) with u = 1 + e (exact e/(u-1)
-    corrects the rounding of u); for e below half an ulp of 1, u == 1 and log1p(e) = e."""
-    u = 1.0 + e
-    d = u - 1.0
-    tiny = d == 0.0
-    return tl.where(tiny, e, tl.log(u) * (e / tl.where(tiny, 1.0, d)))
-
-
-@triton.jit
-def _elem(x, t, ELEM: tl.constexpr):
+def _elem(x, t, ELEM: tl.constexpr, IS64: tl.constexpr):
     """(value, d value / dx) of element function ELEM at logits x, labels t (maths dtype)."""
-    if ELEM == BCE:  # t*sp(-x) + (1-t)*sp(x); one exp, one log1p
-        e = tl.exp(-tl.abs(x))
+    if ELEM == BCE:  # t*sp(-x) + (1-t)*sp(x); one exp, one log1p (math.h's, see fastmath.py)
+        e = fm.exp_nonpos(-tl.abs(x), IS64)
         inv = 1.0 / (1.0 + e)
         pos = x >= 0
         s = 1.0 - t
-        v = tl.where(pos, s * x, -t * x) + _log1p_unit(e)
+        v = tl.where(pos, s * x, -t * x) + fm.log1p_unit(e, IS64)
         # sigmoid(x) - t, never subtracting two numbers close to 1
         d = tl.where(pos, s - t * e, s * e - t) * inv
     elif ELEM == HALF_SQUARE:  # 0.5 (x - t)^2
@@ -98,10 +89,10 @@ def _elem(x, t, ELEM: tl.constexpr):
         v = tl.where(m < 0, 0.0, m)
         d = tl.where(m <= 0, 0.0, tl.zeros_like(x) - t)
     elif ELEM == SOFTPLUS_NEG:  # sp(-x), label not read; -sigmoid(-x); 0 at x = +inf
-        e = tl.exp(-tl.abs(x))
+        e = fm.exp_nonpos(-tl.abs(x), IS64)
         inv = 1.0 / (1.0 + e)
         pos = x >= 0
-        v = tl.where(pos, 0.0, -x) + _log1p_unit(e)
+        v = tl.where(pos, 0.0, -x) + fm.log1p_unit(e, IS64)
         d = -tl.where(pos, e, 1.0) * inv
     else:  # ABS: |x - t|; sign(x - t), 0 at x == t and for NaN (as torch's abs')
         r = x - t
@@ -131,7 +122,7 @@ def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
         t = _to_acc(tl.load(t_ptr), IS64)
     else:
         t = _to_acc(tl.load(t_ptr + offs, mask=mask, other=0.0), IS64)
-    v, d = _elem(x, t, ELEM)
+    v, d = _elem(x, t, ELEM, IS64)
     if W == SCALAR:
         w = _to_acc(tl.load(w_ptr), IS64)
         v = v * w
@@ -150,7 +141,7 @@ def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
     if VAL:
         tl.store(v_ptr + offs, (v * coef).to(v_ptr.dtype.element_ty), mask=mask)
     if STATS:  # training statistics of the logits, from the same load
-        e = tl.exp(-tl.abs(x))
+        e = fm.exp_nonpos(-tl.abs(x), IS64)
         inv = 1.0 / (1.0 + e)
         sig = tl.where(x >= 0, inv, e * inv)
         sx = tl.sum(tl.where(mask, x, 0.0), axis=0)
@@ -197,9 +188,9 @@ def _single_term(x, t, w, go, g, v, n, lab, coef, scale, terms, stats, slot,
 @triton.jit
 def _loss_kernel(
     # term a
-    xa, ta, wa, goa, ga, va, na, lab_a: "fp64", coef_a: "fp64", scale_a: "fp64", progs_a,
+    xa, ta, wa, goa, ga, va, na, lab_a: tl.float64, coef_a: tl.float64, scale_a: tl.float64, progs_a,
     # term b (ignored unless TWO)
-    xb, tb, wb, gob, gb, vb, nb, lab_b: "fp64", coef_b: "fp64", scale_b: "fp64",
+    xb, tb, wb, gob, gb, vb, nb, lab_b: tl.float64, coef_b: tl.float64, scale_b: tl.float64,
     # reduction outputs
     partials, terms, total, term_off, stats, spartials,
     ELEM_A: tl.constexpr, LAB_A: tl.constexpr, W_A: tl.constexpr, GO_A: tl.constexpr,
@@ -256,7 +247,7 @@ def _finish_stats(spartials, stats, term, first, count, IS64: tl.constexpr, RBLO
 
 
 @triton.jit
-def _finish_kernel(partials, terms, total, term_off, progs_a, progs_b, scale_a: "fp64", scale_b: "fp64",
+def _finish_kernel(partials, terms, total, term_off, progs_a, progs_b, scale_a: tl.float64, scale_b: tl.float64,
                    stats, spartials, TWO: tl.constexpr, ACCUM: tl.constexpr, IS64: tl.constexpr,
                    RBLOCK: tl.constexpr, STATS: tl.constexpr = False):
     """Fixed-order sum of each term's partials, times its scale; writes terms and total (and,
