@@ -24,18 +24,6 @@ using LossGradsFn = std::vector<Tensor>(at::TensorList, const OptTensorList&, co
                                         at::IntArrayRef, at::ArrayRef<double>, at::ArrayRef<double>,
                                         int64_t, const OptTensorList&);
 
-// The handle of `name` or of its Triton twin, looked up once each.
-template <class Fn>
-const c10::TypedOperatorHandle<Fn>& handle(const char* name, const char* triton_name, bool triton) {
-  auto find = [](const char* n) { return c10::Dispatcher::singleton().findSchemaOrThrow(n, "").typed<Fn>(); };
-  if (triton) {
-    static const auto op = find(triton_name);
-    return op;
-  }
-  static const auto op = find(name);
-  return op;
-}
-
 }  // namespace
 
 LossTermsOut call_loss_terms(bool triton, bool stats, at::TensorList logits, const OptTensorList& labels,
@@ -45,11 +33,11 @@ LossTermsOut call_loss_terms(bool triton, bool stats, at::TensorList logits, con
   LossTermsOut out;
   if (stats) {
     std::tie(out.total, out.terms, out.grads, out.values, out.stats) =
-        handle<LossTermsStatsFn>("fusedgan::loss_terms_stats", "fusedgan::triton_loss_terms_stats", triton)
+        op_handle<LossTermsStatsFn>("fusedgan::loss_terms_stats", "fusedgan::triton_loss_terms_stats", triton)
             .call(logits, labels, weights, elems, label_values, coefs, reduction, need_grad);
   } else {
     std::tie(out.total, out.terms, out.grads, out.values) =
-        handle<LossTermsFn>("fusedgan::loss_terms", "fusedgan::triton_loss_terms", triton)
+        op_handle<LossTermsFn>("fusedgan::loss_terms", "fusedgan::triton_loss_terms", triton)
             .call(logits, labels, weights, elems, label_values, coefs, reduction, need_grad);
   }
   return out;
@@ -59,7 +47,7 @@ std::vector<Tensor> call_loss_grads(bool triton, at::TensorList logits, const Op
                                     const OptTensorList& weights, at::IntArrayRef elems,
                                     at::ArrayRef<double> label_values, at::ArrayRef<double> coefs,
                                     int64_t reduction, const OptTensorList& grad_outputs) {
-  return handle<LossGradsFn>("fusedgan::loss_grads", "fusedgan::triton_loss_grads", triton)
+  return op_handle<LossGradsFn>("fusedgan::loss_grads", "fusedgan::triton_loss_grads", triton)
       .call(logits, labels, weights, elems, label_values, coefs, reduction, grad_outputs);
 }
 

@@ -30,6 +30,7 @@
 #include <tuple>
 #include <vector>
 
+#include "fusedgan/loss_terms_call.h"
 #include "fusedgan/math.h"
 #include "fusedgan/penalty.h"
 
@@ -46,23 +47,12 @@ using PenaltyFn = std::tuple<Tensor, Tensor>(const Tensor&, int64_t, int64_t, in
 using ExactFn = Tensor(const Tensor&, const Tensor&, int64_t, double, bool, c10::string_view,
                        int64_t, double);
 
-// The forward and backward kernels of gan_penalty, or (triton) their Triton twins, which share
-// the schemas and are registered by Python (fusedgan/ops.py) when fusedgan is imported.
-template <class Fn>
-const c10::TypedOperatorHandle<Fn>& handle(const char* name, const char* triton_name, bool triton) {
-  auto find = [](const char* n) { return c10::Dispatcher::singleton().findSchemaOrThrow(n, "").typed<Fn>(); };
-  if (triton) {
-    static const auto op = find(triton_name);
-    return op;
-  }
-  static const auto op = find(name);
-  return op;
-}
+// The forward and backward kernels of gan_penalty, or (triton) their Triton twins.
 const c10::TypedOperatorHandle<ScaleMulFn>& scale_mul_op(bool triton) {
-  return handle<ScaleMulFn>("fusedgan::group_scale_mul", "fusedgan::triton_group_scale_mul", triton);
+  return op_handle<ScaleMulFn>("fusedgan::group_scale_mul", "fusedgan::triton_group_scale_mul", triton);
 }
 const c10::TypedOperatorHandle<PenaltyFn>& penalty_op(bool triton) {
-  return handle<PenaltyFn>("fusedgan::group_penalty", "fusedgan::triton_group_penalty", triton);
+  return op_handle<PenaltyFn>("fusedgan::group_penalty", "fusedgan::triton_group_penalty", triton);
 }
 
 }  // namespace

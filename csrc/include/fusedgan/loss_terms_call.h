@@ -11,6 +11,10 @@
 
 #include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/util/Exception.h>
+
+#include <cstring>
 
 #include <optional>
 #include <vector>
@@ -18,6 +22,29 @@
 namespace fusedgan {
 
 using OptTensorList = c10::List<std::optional<at::Tensor>>;
+
+// The typed handle of operator `name` or (triton) of its Triton twin `triton_name`, looked up on
+// first use (the twins are registered by Python when fusedgan is imported).  The cache is per
+// signature Fn: two operators of one signature must not share it (checked).
+template <class Fn>
+const c10::TypedOperatorHandle<Fn>& op_handle(const char* name, const char* triton_name, bool triton) {
+  struct Entry {
+    const char* name;
+    c10::TypedOperatorHandle<Fn> op;
+  };
+  auto find = [](const char* n) {
+    return Entry{n, c10::Dispatcher::singleton().findSchemaOrThrow(n, "").template typed<Fn>()};
+  };
+  if (triton) {
+    static const Entry e = find(triton_name);
+    TORCH_INTERNAL_ASSERT(std::strcmp(e.name, triton_name) == 0, "op_handle: one cache for ", e.name,
+                          " and ", triton_name);
+    return e.op;
+  }
+  static const Entry e = find(name);
+  TORCH_INTERNAL_ASSERT(std::strcmp(e.name, name) == 0, "op_handle: one cache for ", e.name, " and ", name);
+  return e.op;
+}
 
 struct LossTermsOut {
   at::Tensor total, terms;
