@@ -76,12 +76,17 @@ def reference_loss_grads(logits, labels, weights, elems, label_values, coefs, re
 
 def reference_gan_loss(logits, labels, weights, elems, label_values, coefs, reduction, stats=False, triton=False):
     """``gan_loss`` (differentiable): [total, terms] or [values..., terms], then stats if asked."""
-    total, terms, values = reference.loss_terms(list(logits), list(labels), list(weights), elems, label_values,
-                                                coefs, reduction)
+    outs = reference.loss_terms(list(logits), list(labels), list(weights), elems, label_values, coefs, reduction)
+    return _gan_loss_outputs(logits, outs, reduction, stats)
+
+
+def _gan_loss_outputs(xs, outs, reduction, stats):
+    """[total, terms] or [values..., terms], then the statistics of the logits ``xs`` if asked."""
+    total, terms, values = outs
     out = list(values) if reduction == _NONE else [total]
     out.append(terms.detach())
     if stats:
-        out.append(_logit_stats([x.detach() for x in logits]))
+        out.append(_logit_stats([x.detach() for x in xs]))
     return out
 
 
@@ -106,13 +111,8 @@ def _rel_loss_terms(reals, fakes, weights, scales, logits, elems, label_values, 
 def reference_rel_gan_loss(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
                            stats=False, triton=False):
     """``rel_gan_loss`` (differentiable): the relativistic logits, then ``gan_loss``'s outputs."""
-    xs, (total, terms, values) = _rel_loss_terms(reals, fakes, weights, scales, logits, elems, label_values,
-                                                 coefs, reduction)
-    out = list(values) if reduction == _NONE else [total]
-    out.append(terms.detach())
-    if stats:
-        out.append(_logit_stats([x.detach() for x in xs]))
-    return out
+    xs, outs = _rel_loss_terms(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction)
+    return _gan_loss_outputs(xs, outs, reduction, stats)
 
 
 def _group_values(g, A, C, B, kind, center, one_sided, gamma, batch):

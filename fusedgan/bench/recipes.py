@@ -252,11 +252,14 @@ def r3gan_fused() -> Dict[str, Callable]:
     return {"d": d, "g": lambda f, r: fg.generator_loss(f, "rsgan", real=r)}
 
 
+def r3gan_models(size: float, device, gen) -> Models:
+    return noise_models(size, device, gen, norm=False, betas=(0.0, 0.99), lr=2e-4)
+
+
 register(Recipe(
     "r3gan", f"R3GAN objective on DCGAN-layout nets (no batch norm) at 32x32: rsgan (relativistic pairing) "
     f"+ R1 and R2 (gamma {R3GAN_GAMMA}) every step, Adam(0, 0.99)",
-    lambda size, device, gen: noise_models(size, device, gen, norm=False, betas=(0.0, 0.99), lr=2e-4),
-    r3gan_torch, r3gan_fused, r3gan_d_step, r3gan_g_step))
+    r3gan_models, r3gan_torch, r3gan_fused, r3gan_d_step, r3gan_g_step))
 
 
 # --- r3gan-approx: R3GAN with the finite-difference R1 / R2 (no double backward) ------------------
@@ -299,5 +302,4 @@ def r3gan_approx_fused() -> Dict[str, Callable]:
 register(Recipe(
     "r3gan-approx", f"the r3gan recipe with R1 and R2 by finite differences (fusedgan.approx_r1_penalty, "
     f"sigma {APPROX_SIGMA}): two extra D forwards instead of two double backwards",
-    lambda size, device, gen: noise_models(size, device, gen, norm=False, betas=(0.0, 0.99), lr=2e-4),
-    r3gan_approx_torch, r3gan_approx_fused, r3gan_approx_d_step, r3gan_g_step))
+    r3gan_models, r3gan_approx_torch, r3gan_approx_fused, r3gan_approx_d_step, r3gan_g_step))
