@@ -164,9 +164,8 @@ def discriminator_loss(
     if red == Reduction.NONE:
         dtype = P.none_dtype(dtype, reals[0].device)
     _no_weights_for_lists(is_list, real_weight=real_weight, fake_weight=fake_weight)
-    plan = P.side_plan(kind, "D", red, (("real_label", P.label_key(real_label, "real_label")),
-                                        ("fake_label", P.label_key(fake_label, "fake_label"))),
-                       factors, return_stats, return_per_scale)
+    keys = tuple((n, P.label_key(v, n)) for n, v in zip(("real_label", "fake_label"), labels))
+    plan = P.side_plan(kind, "D", red, keys, factors, return_stats, return_per_scale)
     tensors = _d_tensors(plan, kind, reals, fakes, names, dtype, labels, (real_weight, fake_weight))
     if key is not None and not is_list:  # every argument in the key has now been checked
         _D_PLANS[key] = plan
@@ -283,8 +282,6 @@ def feature_matching_loss(
     n = len(fakes)
     fnames, rnames = P.names_of("fake_feats", n, f_list), P.names_of("real_feats", n, f_list)
     dtype = _check_all(fakes + reals, fnames + rnames)
-    if red == Reduction.NONE:
-        dtype = P.none_dtype(dtype, fakes[0].device)
     for i in range(n):
         if reals[i].shape != fakes[i].shape:
             raise ValueError(f"{rnames[i]}: shape {tuple(reals[i].shape)} differs from {fnames[i]}'s "

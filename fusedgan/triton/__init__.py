@@ -108,6 +108,13 @@ class _Term:
         self.v = None  # per-element values (reduction none)
 
 
+def _block_config(is64: bool, n_total: int) -> tuple:
+    """(BLOCK, num_warps) of the many-program loss kernel."""
+    if is64:
+        return BLOCK_F64, WARPS_F64
+    return (BLOCK_MEDIUM, WARPS_MEDIUM) if n_total < LARGE_FROM else (BLOCK_LARGE, WARPS_LARGE)
+
+
 def _launch_pair(a: _Term, b: Optional[_Term], *, terms, total, term_off, accum, is64, grads_only,
                  stats=None):
     """Launch the kernel(s) for terms ``a`` and ``b`` (``b`` may be None); ``stats`` ([n, 4]):
@@ -121,12 +128,7 @@ def _launch_pair(a: _Term, b: Optional[_Term], *, terms, total, term_off, accum,
         block = min(SINGLE_BLOCK_F64 if is64 else SINGLE_BLOCK, max(16, _next_pow2(max(a.n, bb.n if two else 0))))
         warps, grid, partials = 4, (1,), dummy_out
     else:
-        if is64:
-            block, warps = BLOCK_F64, WARPS_F64
-        elif n_total < LARGE_FROM:
-            block, warps = BLOCK_MEDIUM, WARPS_MEDIUM
-        else:
-            block, warps = BLOCK_LARGE, WARPS_LARGE
+        block, warps = _block_config(is64, n_total)
         progs_a = triton.cdiv(a.n, block)
         progs_b = triton.cdiv(b.n, block) if two else 0
         grid = (progs_a + progs_b,)
