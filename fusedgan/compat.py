@@ -86,6 +86,10 @@ def _loss_terms(xs, labels, label_values, weights, elems, coefs, reduction):
     return out
 
 
+def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _fused_backend(device: torch.device) -> bool:
     """Whether a torch-compatible call on ``device`` runs fused (else torch's own function)."""
     if device.type not in ("cpu", "cuda"):
@@ -157,7 +161,7 @@ def _kernel_aux(t: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
     """A label or weight in the operator's form: x's dtype, one element or x's numel, contiguous."""
     if t is None:
         return None
-    t = t.to(x.dtype).resolve_neg()  # kernels read memory: materialise a negative-bit view's sign
+    t = _as(t, x.dtype).resolve_neg()  # kernels read memory: materialise a negative-bit view's sign
     if t.shape == x.shape:
         return t.contiguous()
     if t.numel() == 1:  # (not for 0-dim x: the exact-recompute path would broadcast it to (1,))
@@ -221,14 +225,14 @@ def binary_cross_entropy_with_logits(
     compute, out_dtype = _dtypes((input, target, weight, pos_weight), red, "bce")
     if pos_weight is not None and compute in _HALF:
         compute = torch.float32  # the two weights below are products: keep them in float32
-    x = input.to(compute).resolve_neg()
-    t = target.to(compute)
-    w = None if weight is None else weight.to(compute)
+    x = _as(input, compute).resolve_neg()
+    t = _as(target, compute)
+    w = None if weight is None else _as(weight, compute)
     code = _REDUCTIONS[red]
     if pos_weight is None:
         out = _loss_terms([x], [_kernel_aux(t, x)], [0.0], [_kernel_aux(w, x)], [Elem.BCE], [1.0], code)
     else:
-        p = pos_weight.to(compute)
+        p = _as(pos_weight, compute)
         w_pos = p * t if w is None else w * p * t
         w_neg = 1 - t if w is None else w * (1 - t)
         out = _loss_terms([x, x], [None, None], [1.0, 0.0],
@@ -236,7 +240,7 @@ def binary_cross_entropy_with_logits(
                           [Elem.BCE, Elem.BCE], [1.0, 1.0], code)
     if code == Reduction.NONE:
         out = out[0] if len(out) == 1 else out[0] + out[1]
-    return out.to(out_dtype)
+    return _as(out, out_dtype)
 
 
 def mse_loss(
@@ -281,7 +285,7 @@ def mse_loss(
         )
     _warn_legacy(size_average, reduce)
     compute, out_dtype = _dtypes((input, target, weight), red, "mse")
-    x = input.to(compute).resolve_neg()
+    x = _as(input, compute).resolve_neg()
     if x.shape != shape:
         x = x.expand(shape).contiguous()  # autograd sums the gradient back over the broadcast
     t = _kernel_aux(target, x)
@@ -293,7 +297,7 @@ def mse_loss(
     out = _loss_terms([x], [t], [0.0], [w], [Elem.HALF_SQUARE], [2.0], code)
     if code == Reduction.NONE:
         out = out[0]
-    return out.to(out_dtype)
+    return _as(out, out_dtype)
 
 
 class BCEWithLogitsLoss(_TorchBCEWithLogitsLoss):
