@@ -151,6 +151,8 @@ def _workload(fg, quick: bool) -> None:
                     (out.loss if stats else out).backward()
                     g = fg.generator_loss(rnd(nb, dt), kind, backend=T)
                     g.backward()
+                # rsgan: the SOFTPLUS_NEG element on the pairwise logit (equal shapes)
+                fg.discriminator_loss(rnd(nb, dt), rnd(nb, dt), "rsgan", backend=T).backward()
                 r, f = rnd(na, dt), rnd(nb, dt)
                 w = torch.rand(na, generator=gen, dtype=torch.float64).to(dt)
                 v = fg.discriminator_loss(r, f, kind="ns", reduction="none", real_weight=w,
