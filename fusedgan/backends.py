@@ -26,6 +26,17 @@ NAMES = ("triton", "cuda", "cpu", "reference")
 _ctx: contextvars.ContextVar = contextvars.ContextVar("fusedgan_use_backend", default=None)  # "auto": automatic
 _global: Optional[str] = None
 _env: Optional[str] = None  # FUSEDGAN_BACKEND, read once at import
+
+
+def _ctx_value() -> Optional[str]:
+    return _ctx.get()
+
+
+# Dynamo traces ContextVar.get from torch 2.14 on; before (torch 2.11 on the GPU machines) it
+# cannot, so there the value is read once when a function is traced: a compiled function keeps
+# the use_backend choice it was compiled under.
+if tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < (2, 14):
+    _ctx_value = torch.compiler.assume_constant_result(_ctx_value)
 _fallbacks_warned: set = set()
 _last_used: Optional[str] = None
 
@@ -95,7 +106,7 @@ def requested_backend() -> Optional[str]:
 
     ``FUSEDGAN_BACKEND`` is read once, when fusedgan is imported.
     """
-    name = _ctx.get()
+    name = _ctx_value()
     if name is not None:
         return None if name == "auto" else name
     if _global is not None:

@@ -107,11 +107,12 @@ _OUT_DTYPES: dict = {}
 def _torch_out_dtype(which: str, dtypes: tuple, reduction: str) -> torch.dtype:
     """The dtype torch's own ``which`` ("bce", "mse") returns for arguments of ``dtypes`` (None:
     absent).  Its implementation decides, not plain promotion (BCE with a float32 input and a
-    float16 target returns float16), so ask it, once per combination, on meta tensors."""
+    float16 target returns float16), so ask it, once per combination, on two-element CPU tensors
+    (not meta tensors: torch 2.11's meta rule differs from its CPU kernel)."""
     key = (which, dtypes, reduction)
     dt = _OUT_DTYPES.get(key)
     if dt is None:
-        m = [None if d is None else torch.empty(2, dtype=d, device="meta") for d in dtypes]
+        m = [None if d is None else torch.zeros(2, dtype=d) for d in dtypes]
         if which == "bce":
             dt = _torch_bce(m[0], m[1], m[2], None, None, reduction, m[3]).dtype
         else:

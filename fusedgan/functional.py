@@ -167,7 +167,7 @@ def discriminator_loss(
     keys = tuple((n, P.label_key(v, n)) for n, v in zip(("real_label", "fake_label"), labels))
     plan = P.side_plan(kind, "D", red, keys, factors, return_stats, return_per_scale)
     tensors = _d_tensors(plan, kind, reals, fakes, names, dtype, labels, (real_weight, fake_weight))
-    if key is not None and not is_list:  # every argument in the key has now been checked
+    if key is not None and not is_list and not torch.compiler.is_compiling():  # all checked
         _D_PLANS[key] = plan
     counts = (sum(r.numel() for r in reals), sum(f.numel() for f in fakes))
     return P.execute(P.Bound(plan, tensors, reals[0].device, dtype, counts), backend)
@@ -227,7 +227,7 @@ def generator_loss(
     plan = P.side_plan(kind, "G", red, (("target", P.label_key(target, "target")),), factors, False,
                        return_per_scale)
     out = _g_execute(plan, kind, fakes, reals, names, target, weight, backend)
-    if key is not None and not is_list:  # every argument in the key has now been checked
+    if key is not None and not is_list and not torch.compiler.is_compiling():  # all checked
         _G_PLANS[key] = plan
     return out
 
