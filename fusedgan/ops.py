@@ -23,6 +23,7 @@ reference, gradcheck/gradgradcheck through the autograd ops, and ``torch.library
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
@@ -386,6 +387,9 @@ def _register_triton() -> bool:
     global TRITON_ERROR
     if importlib.util.find_spec("triton") is None:
         TRITON_ERROR = "triton is not installed"
+        return False
+    if os.environ.get("FUSEDGAN_NO_TRITON") == "1":  # e.g. the ASan stage: libtriton's exceptions
+        TRITON_ERROR = "disabled by FUSEDGAN_NO_TRITON=1"  # abort under an LD_PRELOADed libasan
         return False
     try:
         from .triton import launchers
