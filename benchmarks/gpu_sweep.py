@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fusedgan as fg  # noqa: E402
+from fusedgan.bench.timing import sync, time_fn  # noqa: E402  (the one timer)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LOSS_EXPS = (24, 6, 26, 20, 14, 10)  # most important first
@@ -91,31 +92,9 @@ def providers(device: str) -> list:
     return [f"fusedgan-{b}" for b in fused] + ["eager", "compile"]
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def median_ms(fn, device: str, warmup: int, reps: int, budget_s: float) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times, t_end = [], time.perf_counter() + budget_s
-    for _ in range(reps):
-        if device == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        if time.perf_counter() > t_end and len(times) >= 3:
-            break
-    return statistics.median(times)
+    """Median milliseconds per call, by fusedgan.bench's timer (CUDA events on GPUs)."""
+    return statistics.median(time_fn(fn, device, warmup=warmup, reps=reps, budget_s=budget_s, min_reps=3)) * 1e3
 
 
 def host_us(fn, device: str, n: int = 50) -> float:

@@ -21,13 +21,12 @@ import os
 import re
 import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import fusedgan as fg  # noqa: E402
-from fusedgan.bench import count_launches  # noqa: E402  (the one launch counter)
+from fusedgan.bench import count_launches, time_fn  # noqa: E402  (the one timer and launch counter)
 
 KINDS = ["ns", "mm", "ls", "wgan", "hinge"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -67,43 +66,16 @@ def make_step(provider: str, kind: str, side: str):
     return step
 
 
-class Timer:
-    """Wall (CPU) or CUDA-event timing, median of ``reps`` runs after ``warmup``."""
-
-    def __init__(self, device: str):
-        self.cuda = device == "cuda"
-
-    def sync(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def median_ms(self, fn, warmup: int, reps: int, budget_s: float) -> float:
-        for _ in range(warmup):
-            fn()
-        self.sync()
-        times, t_end = [], time.perf_counter() + budget_s
-        for _ in range(reps):
-            if self.cuda:
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                fn()
-                b.record()
-                b.synchronize()
-                times.append(a.elapsed_time(b))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
-            if time.perf_counter() > t_end and len(times) >= 3:
-                break
-        return statistics.median(times)
+def median_ms(fn, device: str, warmup: int, reps: int, budget_s: float) -> float:
+    """Median milliseconds per call, by fusedgan.bench's timer (CUDA events on GPUs)."""
+    return statistics.median(time_fn(fn, device, warmup=warmup, reps=reps, budget_s=budget_s, min_reps=3)) * 1e3
 
 
 def copy_bandwidth(device: str, n: int = 1 << 26) -> float:
     """Measured device-to-device copy bandwidth in GB/s (read + write)."""
     x = torch.empty(n, dtype=torch.float32, device=device)
     y = torch.empty_like(x)
-    ms = Timer(device).median_ms(lambda: y.copy_(x), 3, 20, 2.0)
+    ms = median_ms(lambda: y.copy_(x), device, 3, 20, 2.0)
     return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
@@ -114,7 +86,6 @@ def regime(n: int) -> str:
 def run(device: str, sizes, dtypes, kinds, sides=("D", "G"), provs=None, warmup=5, reps=50,
         budget_s=0.5, log=print) -> dict:
     provs = provs or providers(device)
-    timer = Timer(device)
     bw_copy = copy_bandwidth(device, min(max(sizes), 1 << 26) if device == "cuda" else 1 << 20) \
         if device == "cuda" else None
     rows = []
@@ -132,7 +103,7 @@ def run(device: str, sizes, dtypes, kinds, sides=("D", "G"), provs=None, warmup=
                         try:
                             if device == "cuda":
                                 torch.cuda.reset_peak_memory_stats()
-                            ms = timer.median_ms(lambda: step(*xs), warmup, reps, budget_s)
+                            ms = median_ms(lambda: step(*xs), device, warmup, reps, budget_s)
                             peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
                             launches = count_launches(lambda: step(*xs), device) if device == "cuda" else None
                             err = None
