@@ -33,6 +33,15 @@ _KEYABLE = (float, int)
 _NONE_CODE = int(Reduction.NONE)
 
 
+_MAX_PLANS = 1024  # as side_plan's cache: a loop that varies a number label per step stays bounded
+
+
+def _remember(memo: dict, key, plan) -> None:
+    if len(memo) >= _MAX_PLANS:
+        memo.clear()
+    memo[key] = plan
+
+
 def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
     return x if x.dtype == dtype else x.to(dtype)
 
@@ -168,7 +177,7 @@ def discriminator_loss(
     plan = P.side_plan(kind, "D", red, keys, factors, return_stats, return_per_scale)
     tensors = _d_tensors(plan, kind, reals, fakes, names, dtype, labels, (real_weight, fake_weight))
     if key is not None and not is_list and not torch.compiler.is_compiling():  # all checked
-        _D_PLANS[key] = plan
+        _remember(_D_PLANS, key, plan)
     counts = (sum(r.numel() for r in reals), sum(f.numel() for f in fakes))
     return P.execute(P.Bound(plan, tensors, reals[0].device, dtype, counts), backend)
 
@@ -228,7 +237,7 @@ def generator_loss(
                        return_per_scale)
     out = _g_execute(plan, kind, fakes, reals, names, target, weight, backend)
     if key is not None and not is_list and not torch.compiler.is_compiling():  # all checked
-        _G_PLANS[key] = plan
+        _remember(_G_PLANS, key, plan)
     return out
 
 
