@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from ..codes import STAT_COLS as _STAT_COLS
-from ..codes import Elem, Operand
+from ..codes import Elem, Operand, StatCol
 from . import fastmath as fm
 
 # The codes of fusedgan/codes.py as compile-time constants of the kernels.
@@ -38,6 +38,10 @@ SOFTPLUS_NEG = tl.constexpr(int(Elem.SOFTPLUS_NEG))
 ARG = tl.constexpr(int(Operand.ARG))
 SCALAR = tl.constexpr(int(Operand.SCALAR))
 STAT_COLS = tl.constexpr(_STAT_COLS)
+SUM_X = tl.constexpr(int(StatCol.SUM_X))
+SUM_SIGMOID = tl.constexpr(int(StatCol.SUM_SIGMOID))
+COUNT_POS = tl.constexpr(int(StatCol.COUNT_POS))
+COUNT_NEG = tl.constexpr(int(StatCol.COUNT_NEG))
 ELEMS = frozenset(int(e) for e in Elem)  # the element functions _elem implements
 
 
@@ -157,6 +161,15 @@ def _block(blk, x_ptr, t_ptr, w_ptr, go_ptr, g_ptr, v_ptr, n, lab, coef, scale,
 
 
 @triton.jit
+def _store_stats(row, sx, ss, sp, sn):
+    """One row of the stats columns (``StatCol`` order: x, sigmoid(x), [x > 0], [x < 0])."""
+    tl.store(row + SUM_X, sx)
+    tl.store(row + SUM_SIGMOID, ss)
+    tl.store(row + COUNT_POS, sp)
+    tl.store(row + COUNT_NEG, sn)
+
+
+@triton.jit
 def _single_term(x, t, w, go, g, v, n, lab, coef, scale, terms, stats, slot,
                  ELEM: tl.constexpr, LAB: tl.constexpr, W: tl.constexpr, GO: tl.constexpr,
                  GRAD: tl.constexpr, VAL: tl.constexpr, IS64: tl.constexpr, BLOCK: tl.constexpr,
@@ -178,10 +191,7 @@ def _single_term(x, t, w, go, g, v, n, lab, coef, scale, terms, stats, slot,
     term = acc * scale
     tl.store(terms + slot, term)
     if STATS:
-        tl.store(stats + STAT_COLS * slot, sx_t)
-        tl.store(stats + STAT_COLS * slot + 1, ss_t)
-        tl.store(stats + STAT_COLS * slot + 2, sp_t)
-        tl.store(stats + STAT_COLS * slot + 3, sn_t)
+        _store_stats(stats + STAT_COLS * slot, sx_t, ss_t, sp_t, sn_t)
     return term
 
 
@@ -229,10 +239,7 @@ def _loss_kernel(
         if SUM:
             tl.store(partials + pid, s)
         if STATS:
-            tl.store(spartials + STAT_COLS * pid, sx)
-            tl.store(spartials + STAT_COLS * pid + 1, ss)
-            tl.store(spartials + STAT_COLS * pid + 2, sp)
-            tl.store(spartials + STAT_COLS * pid + 3, sn)
+            _store_stats(spartials + STAT_COLS * pid, sx, ss, sp, sn)
 
 
 @triton.jit
