@@ -86,6 +86,34 @@ def _loss_terms(xs, labels, label_values, weights, elems, coefs, reduction):
     return out
 
 
+_FAST_DTYPES = (torch.float32, torch.float64)
+_FAST_REDUCTIONS = (("mean", int(Reduction.MEAN)), ("sum", int(Reduction.SUM)))
+
+
+def _fast_terms(x, t, elem: Elem, coef: float, reduction) -> Optional[Tensor]:
+    """The common call, ``loss(input, target)`` with nothing else, as one operator call without
+    the general path's work; None where the call is not that (the general path decides then).
+
+    It is that when ``input`` and ``target`` are plain tensors of one float32/float64 dtype, one
+    shape and one device, ``target`` contiguous, neither a negative-bit view, not empty, the
+    reduction "mean" or "sum", autocast off, and the backend fused: then the dtype rules are
+    trivial (torch returns that dtype too) and the operator reads both tensors as they are.
+    """
+    if type(x) is not Tensor or type(t) is not Tensor or x.dtype is not t.dtype or x.dtype not in _FAST_DTYPES:
+        return None
+    code = next((c for name, c in _FAST_REDUCTIONS if reduction == name), None) if type(reduction) is str else None
+    if (code is None or x.shape != t.shape or x.device != t.device or not t.is_contiguous() or x.is_neg()
+            or t.is_neg() or x.numel() == 0 or has_torch_function_variadic(x, t)):
+        return None
+    device = x.device
+    if device.type not in ("cpu", "cuda") or _autocast_on(device):
+        return None
+    name = backends.resolve(device)
+    if name == "reference":
+        return None
+    return P.run("gan_loss", ([x], [t], [None], [int(elem)], [0.0], [coef], code, False), device, name)[0]
+
+
 def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
     return t if t.dtype == dtype else t.to(dtype)
 
@@ -205,6 +233,10 @@ def binary_cross_entropy_with_logits(
     near 1 with large positive logits, where ``1 - p*t/(p*t+1-t)`` cancels; the two-term form
     has no cancellation for ``p >= 0`` and ``0 <= t <= 1``.)
     """
+    if weight is None and pos_weight is None and size_average is None and reduce is None:
+        out = _fast_terms(input, target, Elem.BCE, 1.0, reduction)
+        if out is not None:
+            return out
     if has_torch_function_variadic(input, target, weight, pos_weight):
         return _torch_bce(input, target, weight, size_average, reduce, reduction, pos_weight)
     red = _reduction_of(size_average, reduce, reduction)
@@ -258,6 +290,10 @@ def mse_loss(
     ``weight`` torch's ``"mean"`` is ``sum(w * (x-t)^2) / sum(w)``: the fused sum divided by
     ``weight.sum()``.
     """
+    if weight is None and size_average is None and reduce is None:
+        out = _fast_terms(input, target, Elem.HALF_SQUARE, 2.0, reduction)
+        if out is not None:
+            return out
     if has_torch_function_variadic(input, target, weight):
         return _torch_mse(input, target, size_average, reduce, reduction, weight)
     red = _reduction_of(size_average, reduce, reduction)
