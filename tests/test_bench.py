@@ -160,3 +160,16 @@ def test_e2e_recipe_table_is_extensible(monkeypatch):
 def test_e2e_bad_recipe_is_exit_2(tmp_path, capsys):
     assert cli.main(["bench", "--e2e", "--recipes", "nope", "--out", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_e2e_speedup_is_the_median_of_paired_rounds():
+    # Rounds 2 and 3 ran under load: the paired ratios (2, 2, 0.5) have median 2, where the ratio
+    # of the two medians (3 / 4) would say fusedgan is slower.
+    rows = {("r", p): e2e._new_row("r", p, 1.0, 1) for p in ("torch", "fusedgan")}
+    rows[("r", "torch")].update(_steps=[2.0, 8.0, 3.0], _loss=[1.0, 4.0, 1.0])
+    rows[("r", "fusedgan")].update(_steps=[1.0, 4.0, 6.0], _loss=[0.5, 1.0, 0.25])
+    by = {(r["config"], r["provider"]): r for r in e2e._finish(rows, {})}
+    assert by[("r", "fusedgan")]["speedup"] == pytest.approx(2.0)
+    assert by[("r", "fusedgan")]["loss_speedup"] == pytest.approx(4.0)  # median of 2, 4, 4
+    assert by[("r", "torch")]["speedup"] == pytest.approx(1.0)
+    assert by[("r", "fusedgan")]["step_ms"] == pytest.approx(4000.0)  # the median round, in ms

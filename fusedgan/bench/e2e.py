@@ -8,7 +8,8 @@ runs ``--steps`` D+G steps of every pair, the order rotating between rounds); pe
 the median over rounds of the mean step time, loss_ms the same for the time spent inside the loss
 and penalty code (forward only: the loss formulas and, for penalties, the ``autograd.grad`` with
 ``create_graph`` they need; their backward runs inside the step's ``backward`` and counts in
-step_ms only).  speedup = torch's step_ms / the provider's.
+step_ms only).  speedup = the median over rounds of torch's round time / the provider's in the same
+round (paired, so load drifting between rounds cancels); loss_speedup the same for loss_ms.
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ class Trainer:
 
 def _new_row(recipe: str, provider: str, size: float, steps: int) -> dict:
     return {"config": recipe, "provider": provider, "size": size, "steps_per_round": steps, "rounds": 0,
-            "step_ms": None, "loss_ms": None, "loss_share": None, "speedup": None,
+            "step_ms": None, "loss_ms": None, "loss_share": None, "speedup": None, "loss_speedup": None,
             "step_ms_min": None, "step_ms_max": None, "d_loss_step0": None, "g_loss_step0": None,
             "error": None, "_steps": [], "_loss": []}
 
@@ -121,10 +122,18 @@ def _rounds(trainers: Dict[tuple, Trainer], rows: Dict[tuple, dict], rounds: int
             return
 
 
+def _paired(base: list, other: list) -> Optional[float]:
+    """The median over rounds of base/other: the two figures of a round ran next to each other
+    (interleaved), so a load change between rounds cancels; None without data."""
+    ratios = [b / o for b, o in zip(base, other) if o > 0]
+    return statistics.median(ratios) if ratios else None
+
+
 def _finish(rows: Dict[tuple, dict], trainers: Dict[tuple, Trainer]) -> List[dict]:
-    out = []
+    out, series = [], {}
     for key, row in rows.items():
         st, ls = row.pop("_steps"), row.pop("_loss")
+        series[key] = (st, ls)
         tr = trainers.get(key)
         if tr is not None and tr.first_losses is not None:
             row["d_loss_step0"], row["g_loss_step0"] = tr.first_losses
@@ -134,9 +143,11 @@ def _finish(rows: Dict[tuple, dict], trainers: Dict[tuple, Trainer]) -> List[dic
             row["loss_share"] = row["loss_ms"] / row["step_ms"]
         out.append(row)
     for row in out:
-        base = next((r for r in out if r["config"] == row["config"] and r["provider"] == "torch"), None)
-        if base and base["step_ms"] and row["step_ms"]:
-            row["speedup"] = base["step_ms"] / row["step_ms"]
+        base = series.get((row["config"], "torch"))
+        if base and row["step_ms"] and rows[(row["config"], "torch")]["step_ms"]:
+            st, ls = series[(row["config"], row["provider"])]
+            row["speedup"] = _paired(base[0], st)
+            row["loss_speedup"] = _paired(base[1], ls)
     return out
 
 
@@ -166,14 +177,14 @@ def _ms(v) -> str:
 def table(rows: List[dict], providers: List[str]) -> str:
     """One line per recipe: step ms and loss ms of each provider, then each speedup over torch."""
     head = ["recipe"] + [f"{p} step ms" for p in providers] + [f"{p} loss ms" for p in providers] + \
-        [f"{p} speedup" for p in providers if p != "torch"]
+        [f"{p} speedup" for p in providers if p != "torch"] + [f"{p} loss speedup" for p in providers if p != "torch"]
     lines = []
     for name in dict.fromkeys(r["config"] for r in rows):
         by = {r["provider"]: r for r in rows if r["config"] == name}
         cells = [name] + [_ms(by[p]["step_ms"]) if p in by else "" for p in providers]
         cells += [_ms(by[p]["loss_ms"]) if p in by else "" for p in providers]
-        cells += [f"{by[p]['speedup']:.2f}x" if p in by and by[p]["speedup"] else "" for p in providers
-                  if p != "torch"]
+        for col in ("speedup", "loss_speedup"):
+            cells += [f"{by[p][col]:.2f}x" if p in by and by[p][col] else "" for p in providers if p != "torch"]
         lines.append(cells)
     widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
     fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
