@@ -86,19 +86,21 @@ def _loss_terms(xs, labels, label_values, weights, elems, coefs, reduction):
     return out
 
 
+_TERM = {"bce": (int(Elem.BCE), 1.0), "mse": (int(Elem.HALF_SQUARE), 2.0)}  # mse = 2 * (x - t)^2 / 2
 _FAST_DTYPES = (torch.float32, torch.float64)
 _FAST_REDUCTIONS = (("mean", int(Reduction.MEAN)), ("sum", int(Reduction.SUM)))
 
 
-def _fast_terms(x, t, elem: Elem, coef: float, reduction) -> Optional[Tensor]:
+def _fast_terms(x, t, which: str, reduction) -> Optional[Tensor]:
     """The common call, ``loss(input, target)`` with nothing else, as one operator call without
     the general path's work; None where the call is not that (the general path decides then).
 
     It is that when ``input`` and ``target`` are plain tensors of one float32/float64 dtype, one
     shape and one device, ``target`` contiguous, neither a negative-bit view, not empty, the
-    reduction "mean" or "sum", autocast off, and the backend fused: then the dtype rules are
+    reduction "mean" or "sum", autocast off, and the call fused: then the dtype rules are
     trivial (torch returns that dtype too) and the operator reads both tensors as they are.
     """
+    elem, coef = _TERM[which]
     if type(x) is not Tensor or type(t) is not Tensor or x.dtype is not t.dtype or x.dtype not in _FAST_DTYPES:
         return None
     code = next((c for name, c in _FAST_REDUCTIONS if reduction == name), None) if type(reduction) is str else None
@@ -106,16 +108,34 @@ def _fast_terms(x, t, elem: Elem, coef: float, reduction) -> Optional[Tensor]:
             or t.is_neg() or x.numel() == 0 or has_torch_function_variadic(x, t)):
         return None
     device = x.device
-    if device.type not in ("cpu", "cuda") or _autocast_on(device):
+    if _autocast_on(device) or not _fused_backend(device):
         return None
-    name = backends.resolve(device)
-    if name == "reference":
-        return None
-    return P.run("gan_loss", ([x], [t], [None], [int(elem)], [0.0], [coef], code, False), device, name)[0]
+    return P.run("gan_loss", ([x], [t], [None], [elem], [0.0], [coef], code, False), device, None)[0]
+
+
+def _terms_of(which: str) -> tuple:
+    """([elem], [coef]) of the one term of ``which``."""
+    elem, coef = _TERM[which]
+    return [elem], [coef]
 
 
 def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
     return t if t.dtype == dtype else t.to(dtype)
+
+
+# Below these element counts torch's own function is faster than the fused operator on a CPU
+# (the operator's per-call cost is larger than the work there), so the drop-ins call torch's
+# function: a drop-in is never slower than what it replaces.  Measured by
+# ``python -m fusedgan bench --kinds bce,mse`` (docs/adoption.md); set an entry to 0 to fuse
+# every size.  GPUs have none: the fused operator is one launch where torch's function is several.
+# (Not while torch.compile traces: the graph gets the fused operator whatever the size.)
+TORCH_FASTER_BELOW = {("cpu", "bce"): 0, ("cpu", "mse"): 0}
+
+
+def _torch_is_faster(x, which: str) -> bool:
+    """Whether the drop-in ``which`` ("bce", "mse") leaves a call with input ``x`` to torch for speed."""
+    return (type(x) is Tensor and x.numel() < TORCH_FASTER_BELOW.get((x.device.type, which), 0)
+            and not torch.compiler.is_compiling())
 
 
 def _fused_backend(device: torch.device) -> bool:
@@ -233,8 +253,10 @@ def binary_cross_entropy_with_logits(
     near 1 with large positive logits, where ``1 - p*t/(p*t+1-t)`` cancels; the two-term form
     has no cancellation for ``p >= 0`` and ``0 <= t <= 1``.)
     """
+    if _torch_is_faster(input, "bce"):
+        return _torch_bce(input, target, weight, size_average, reduce, reduction, pos_weight)
     if weight is None and pos_weight is None and size_average is None and reduce is None:
-        out = _fast_terms(input, target, Elem.BCE, 1.0, reduction)
+        out = _fast_terms(input, target, "bce", reduction)
         if out is not None:
             return out
     if has_torch_function_variadic(input, target, weight, pos_weight):
@@ -263,7 +285,7 @@ def binary_cross_entropy_with_logits(
     w = None if weight is None else _as(weight, compute)
     code = _REDUCTIONS[red]
     if pos_weight is None:
-        out = _loss_terms([x], [_kernel_aux(t, x)], [0.0], [_kernel_aux(w, x)], [Elem.BCE], [1.0], code)
+        out = _loss_terms([x], [_kernel_aux(t, x)], [0.0], [_kernel_aux(w, x)], *_terms_of("bce"), code)
     else:
         p = _as(pos_weight, compute)
         w_pos = p * t if w is None else w * p * t
@@ -290,8 +312,10 @@ def mse_loss(
     ``weight`` torch's ``"mean"`` is ``sum(w * (x-t)^2) / sum(w)``: the fused sum divided by
     ``weight.sum()``.
     """
+    if _torch_is_faster(input, "mse"):
+        return _torch_mse(input, target, size_average, reduce, reduction, weight)
     if weight is None and size_average is None and reduce is None:
-        out = _fast_terms(input, target, Elem.HALF_SQUARE, 2.0, reduction)
+        out = _fast_terms(input, target, "mse", reduction)
         if out is not None:
             return out
     if has_torch_function_variadic(input, target, weight):
@@ -329,9 +353,9 @@ def mse_loss(
     w = _kernel_aux(weight, x)
     code = _REDUCTIONS[red]
     if w is not None and code == Reduction.MEAN:
-        total = _loss_terms([x], [t], [0.0], [w], [Elem.HALF_SQUARE], [2.0], Reduction.SUM)
+        total = _loss_terms([x], [t], [0.0], [w], *_terms_of("mse"), Reduction.SUM)
         return (total / weight.sum(dtype=total.dtype)).to(out_dtype)
-    out = _loss_terms([x], [t], [0.0], [w], [Elem.HALF_SQUARE], [2.0], code)
+    out = _loss_terms([x], [t], [0.0], [w], *_terms_of("mse"), code)
     if code == Reduction.NONE:
         out = out[0]
     return _as(out, out_dtype)

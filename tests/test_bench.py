@@ -11,6 +11,7 @@ import torch
 import fusedgan
 from fusedgan import bench, cli, reference
 from fusedgan.bench import baselines, e2e, recipes
+from helpers import fused_ops, loss_kernel
 
 
 def _rand(*shape, dtype=torch.float64):
@@ -40,6 +41,24 @@ def test_torch_penalties_are_the_reference_penalties(side):
     fused = baselines.loss_fn("cpu", "penalty", side) if fusedgan.backends.can_run("cpu", "cpu") else None
     if fused is not None:
         torch.testing.assert_close(fused(g.detach().float()), want.detach().float())
+
+
+@pytest.mark.parametrize("kind", baselines.DROPINS)
+def test_dropin_cases_time_torch_against_the_fused_dropin(kind):
+    r, f = _rand(37), _rand(37)
+    for side, args in (("D", (r, f)), ("G", (f,))):
+        want = baselines.loss_fn("torch", kind, side)(*args)
+        if kind == "bce":  # by hand: the D pair is BCE(r, 1) + BCE(f, 0), G is BCE(f, 1)
+            sp = torch.nn.functional.softplus
+            hand = sp(-r).mean() + sp(f).mean() if side == "D" else sp(-f).mean()
+        else:
+            hand = (r - 1).square().mean() + f.square().mean() if side == "D" else (f - 1).square().mean()
+        torch.testing.assert_close(want, hand)
+        assert baselines.loss_fn("reference", kind, side) is None
+        for prov in baselines.fused_providers("cpu"):
+            got, ran = fused_ops(lambda: baselines.loss_fn(prov, kind, side)(*args))
+            assert loss_kernel(prov) in ran, ran
+            torch.testing.assert_close(got, want)
 
 
 def test_floor_and_provider_table():
@@ -90,6 +109,19 @@ def test_bench_rows_have_every_baseline(tmp_path):
     text = (out / "bench.txt").read_text()
     for fused in res["meta"]["fused_backends"]:
         assert f"torch/{fused}" in text and f"{fused}/floor" in text
+
+
+def test_bench_dropin_rows(tmp_path):
+    code, res, _ = _bench(tmp_path, "--quick", "--kinds", "bce,mse", "--sides", "D,G", "--sizes", "64",
+                          "--no-compile")
+    assert code == 0 and res["errors"] == []
+    got = {(r["kind"], r["side"], r["provider"]) for r in res["rows"]}
+    for kind in ("bce", "mse"):
+        for side in ("D", "G"):
+            assert {(kind, side, "torch"), (kind, side, "floor")} <= got
+            assert (kind, side, "reference") not in got
+            for fused in res["meta"]["fused_backends"]:
+                assert (kind, side, fused) in got
 
 
 def test_bench_compile_gp(tmp_path):

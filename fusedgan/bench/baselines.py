@@ -13,6 +13,10 @@ The baselines are the code users write, not fusedgan's own reference:
   what any loss costs at least (one op, the autograd engine, the gradients' accumulation);
 - ``reference``: fusedgan's eager reference (``fusedgan.reference``), a column, never a headline;
 - ``cpu``, ``cuda``, ``triton``: fusedgan's fused backends.
+
+The drop-in "kinds" ``bce`` and ``mse`` time torch's functions against fusedgan's torch-compatible
+drop-ins (what ``fusedgan.patch_torch()`` puts in their place) on the same code: D is the pair
+``loss(r, ones) + loss(f, zeros)`` a discriminator step writes, G one ``loss(f, ones)``.
 """
 from __future__ import annotations
 
@@ -24,13 +28,14 @@ import torch
 import torch.nn.functional as F
 
 import fusedgan
-from fusedgan import backends, reference
+from fusedgan import backends, compat, reference
 
 FUSED = ("cpu", "cuda", "triton")
 BASELINES = ("torch", "compile", "floor", "reference")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 MODES = ("fwd+bwd", "fwd")
 PENALTIES = ("gp", "r1")
+DROPINS = ("bce", "mse")  # the drop-in "kinds": torch's function against fusedgan's
 PENALTY_BATCH = 64
 R1_GAMMA = 10.0
 
@@ -112,6 +117,30 @@ def torch_r1(g):
     return (g.square().sum(dim=list(range(1, g.dim()))) * (R1_GAMMA / 2)).mean()
 
 
+def torch_g_bce(f):
+    return _bce(f, torch.ones_like(f))
+
+
+def dropin_d_bce(r, f):
+    bce = compat.binary_cross_entropy_with_logits
+    return bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f))
+
+
+def dropin_g_bce(f):
+    return compat.binary_cross_entropy_with_logits(f, torch.ones_like(f))
+
+
+def dropin_d_mse(r, f):
+    return compat.mse_loss(r, torch.ones_like(r)) + compat.mse_loss(f, torch.zeros_like(f))
+
+
+def dropin_g_mse(f):
+    return compat.mse_loss(f, torch.ones_like(f))
+
+
+DROPIN_LOSSES = {("bce", "D"): dropin_d_bce, ("bce", "G"): dropin_g_bce,
+                 ("mse", "D"): dropin_d_mse, ("mse", "G"): dropin_g_mse}
+
 TORCH_LOSSES: Dict[tuple, Callable] = {
     ("ns", "D"): torch_d_ns, ("ns", "G"): torch_g_ns,
     ("mm", "D"): torch_d_ns, ("mm", "G"): torch_g_mm,
@@ -119,6 +148,7 @@ TORCH_LOSSES: Dict[tuple, Callable] = {
     ("wgan", "D"): torch_d_wgan, ("wgan", "G"): torch_g_wgan,
     ("hinge", "D"): torch_d_hinge, ("hinge", "G"): torch_g_wgan,
     ("penalty", "gp"): torch_gp, ("penalty", "r1"): torch_r1,
+    ("bce", "D"): torch_d_ns, ("bce", "G"): torch_g_bce, ("mse", "D"): torch_d_ls, ("mse", "G"): torch_g_ls,
 }
 # Where the torch code's value is a multiple of fusedgan's (LSGAN's mse against fusedgan's 0.5 * square).
 TORCH_SCALE = {("ls", "D"): 2.0, ("ls", "G"): 2.0}
@@ -132,7 +162,21 @@ def floor_g(f):
     return f.sum()
 
 
+def _dropin(kind: str, side: str, backend: str) -> Callable:
+    """The drop-in on ``backend``: called as users call it where that is the automatic choice."""
+    loss = DROPIN_LOSSES[(kind, side)]
+
+    def run(*xs):
+        if backends.resolve(xs[0].device) == backend:
+            return loss(*xs)
+        with backends.use_backend(backend):
+            return loss(*xs)
+    return run
+
+
 def _fused(kind: str, side: str, backend: str) -> Callable:
+    if kind in DROPINS:
+        return _dropin(kind, side, backend)
     if kind == "penalty":
         if side == "gp":
             return lambda g: fusedgan.gradient_penalty(g, backend=backend)
@@ -142,11 +186,13 @@ def _fused(kind: str, side: str, backend: str) -> Callable:
     return lambda f: fusedgan.generator_loss(f, kind, backend=backend)
 
 
-def _reference(kind: str, side: str) -> Callable:
+def _reference(kind: str, side: str) -> Optional[Callable]:
     if kind == "penalty":
         if side == "gp":
             return lambda g: reference.gradient_penalty(g)
         return lambda g: reference.r1_penalty(g, R1_GAMMA)
+    if kind in DROPINS:
+        return None  # the drop-ins' reference is torch's function, the torch column
     if side == "D":
         return lambda r, f: reference.discriminator_loss(r, f, kind)
     return lambda f: reference.generator_loss(f, kind)

@@ -12,7 +12,7 @@ import torch
 import fusedgan
 from fusedgan import backends
 
-from .baselines import BASELINES, DTYPES, FUSED, MODES, PENALTIES, Case, fused_providers
+from .baselines import BASELINES, DROPINS, DTYPES, FUSED, MODES, PENALTIES, Case, fused_providers
 from .core import Settings, sweep
 from .report import SMOKE_NOTE, device_name, table, write_outputs
 
@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--e2e: scale of batch size and network width (default 1: CPU-sized)")
     p.add_argument("--steps", type=int, default=None, help="--e2e: training steps per round (default 16; quick 2)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--kinds", default="all", help="comma-separated loss kinds (default all)")
+    p.add_argument("--kinds", default="all",
+                   help="comma-separated loss kinds, and bce, mse: the torch drop-ins (default all)")
     p.add_argument("--sides", default=None, help="D, G and the penalties gp, r1 (default D,G,gp,r1)")
     p.add_argument("--dtypes", default=None, help="comma-separated: fp32,bf16,fp16,fp64 "
                                                   "(default fp32,bf16 on CPU; fp32,bf16,fp16 on CUDA)")
@@ -73,10 +74,11 @@ def fail(msg: str):
 
 
 def _kinds_sides(args) -> tuple:
-    kinds = list(fusedgan.KINDS) if args.kinds == "all" else csv_list(args.kinds)
+    known = list(fusedgan.KINDS) + list(DROPINS)
+    kinds = known if args.kinds == "all" else csv_list(args.kinds)
     for k in kinds:
-        if k not in fusedgan.KINDS:
-            fail(f"--kinds: unknown loss kind {k!r}; expected some of {list(fusedgan.KINDS)}")
+        if k not in known:
+            fail(f"--kinds: unknown loss kind {k!r}; expected some of {known} (bce, mse: the drop-ins)")
     sides = csv_list(args.sides) if args.sides is not None else ["D", "G", *PENALTIES]
     for s in sides:
         if s not in ("D", "G") + PENALTIES:
