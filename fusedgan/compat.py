@@ -249,9 +249,8 @@ def binary_cross_entropy_with_logits(
     With ``pos_weight`` ``p`` the element loss ``w*(p*t*sp(-x) + (1-t)*sp(x))`` is two terms on
     the same logits, ``BCE(x, 1)`` weighted ``w*p*t`` and ``BCE(x, 0)`` weighted ``w*(1-t)``, in
     one operator call.  (Folding it into one term, ``(p*t+1-t) * BCE(x, p*t/(p*t+1-t))``, is
-    undefined at ``t=1, p=0`` and loses most digits of the ``(1-t)*sp(x)`` part for soft labels
-    near 1 with large positive logits, where ``1 - p*t/(p*t+1-t)`` cancels; the two-term form
-    has no cancellation for ``p >= 0`` and ``0 <= t <= 1``.)
+    undefined at ``t=1, p=0`` and loses digits for soft labels near 1 with large positive logits,
+    where ``1 - p*t/(p*t+1-t)`` cancels; the two terms do not cancel for ``p >= 0, 0 <= t <= 1``.)
     """
     if _torch_is_faster(input, "bce"):
         return _torch_bce(input, target, weight, size_average, reduce, reduction, pos_weight)
