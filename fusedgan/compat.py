@@ -91,15 +91,19 @@ _FAST_DTYPES = (torch.float32, torch.float64)
 _FAST_REDUCTIONS = (("mean", int(Reduction.MEAN)), ("sum", int(Reduction.SUM)))
 
 
-def _fast_terms(x, t, which: str, reduction) -> Optional[Tensor]:
-    """The common call, ``loss(input, target)`` with nothing else, as one operator call without
-    the general path's work; None where the call is not that (the general path decides then).
+def _fast_terms(x, t, which: str, reduction, extras: tuple) -> Optional[Tensor]:
+    """The common call, ``loss(input, target)`` with nothing else (every one of ``extras`` None),
+    as one operator call without the general path's work; None where the call is not that (the
+    general path decides then).
 
     It is that when ``input`` and ``target`` are plain tensors of one float32/float64 dtype, one
     shape and one device, ``target`` contiguous, neither a negative-bit view, not empty, the
     reduction "mean" or "sum", autocast off, and the call fused: then the dtype rules are
     trivial (torch returns that dtype too) and the operator reads both tensors as they are.
     """
+    for a in extras:
+        if a is not None:
+            return None
     elem, coef = _TERM[which]
     if type(x) is not Tensor or type(t) is not Tensor or x.dtype is not t.dtype or x.dtype not in _FAST_DTYPES:
         return None
@@ -254,10 +258,9 @@ def binary_cross_entropy_with_logits(
     """
     if _torch_is_faster(input, "bce"):
         return _torch_bce(input, target, weight, size_average, reduce, reduction, pos_weight)
-    if weight is None and pos_weight is None and size_average is None and reduce is None:
-        out = _fast_terms(input, target, "bce", reduction)
-        if out is not None:
-            return out
+    out = _fast_terms(input, target, "bce", reduction, (weight, pos_weight, size_average, reduce))
+    if out is not None:
+        return out
     if has_torch_function_variadic(input, target, weight, pos_weight):
         return _torch_bce(input, target, weight, size_average, reduce, reduction, pos_weight)
     red = _reduction_of(size_average, reduce, reduction)
@@ -313,10 +316,9 @@ def mse_loss(
     """
     if _torch_is_faster(input, "mse"):
         return _torch_mse(input, target, size_average, reduce, reduction, weight)
-    if weight is None and size_average is None and reduce is None:
-        out = _fast_terms(input, target, "mse", reduction)
-        if out is not None:
-            return out
+    out = _fast_terms(input, target, "mse", reduction, (weight, size_average, reduce))
+    if out is not None:
+        return out
     if has_torch_function_variadic(input, target, weight):
         return _torch_mse(input, target, size_average, reduce, reduction, weight)
     red = _reduction_of(size_average, reduce, reduction)
