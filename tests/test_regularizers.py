@@ -369,7 +369,7 @@ def check_lecam_by_hand(backend, device="cpu"):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lecam_hand_values_every_backend(backend):
-    check_lecam_by_hand(backend)
+    check_lecam_by_hand(backend, DEVICE)
 
 
 def check_lecam_matches_reference(backend, dtype, device="cpu"):
@@ -407,7 +407,7 @@ def check_lecam_matches_reference(backend, dtype, device="cpu"):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_lecam_matches_reference(backend, dtype):
-    check_lecam_matches_reference(backend, dtype)
+    check_lecam_matches_reference(backend, dtype, DEVICE)
 
 
 def test_lecam_mixed_dtypes_and_noncontiguous():
@@ -459,16 +459,16 @@ def check_sq_relu_like_torch(backend, device="cpu"):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sq_relu_nan_inf_like_torch(backend):
-    check_sq_relu_like_torch(backend)
+    check_sq_relu_like_torch(backend, DEVICE)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lecam_gradcheck(backend):
-    reg = fg.LeCamRegularizer(decay=0.9).eval()  # eval: gradcheck calls it many times
+    reg = fg.LeCamRegularizer(decay=0.9).to(DEVICE).eval()  # eval: gradcheck calls it many times
     reg.ema_real.fill_(0.3)
     reg.ema_fake.fill_(-0.2)
-    r = torch.randn(7, dtype=torch.float64, requires_grad=True)
-    f = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    r = torch.randn(7, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    f = torch.randn(5, dtype=torch.float64, device=DEVICE, requires_grad=True)
 
     def fn(a, b):
         return reg(a, b, backend=backend)
