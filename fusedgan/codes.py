@@ -26,6 +26,8 @@ class Elem(enum.IntEnum):
     HINGE = 3  # relu(1 - t*x)
     ABS = 4  # |x - t|
     SOFTPLUS_NEG = 5  # sp(-x), label not read (BCE(x, 1) without its 0 * x: 0 at x = +inf)
+    SQ_RELU_ABOVE = 6  # relu(x - t)^2: how far x lies above the threshold t, squared (LeCam)
+    SQ_RELU_BELOW = 7  # relu(t - x)^2: how far x lies below t, squared
 
 
 class Reduction(enum.IntEnum):

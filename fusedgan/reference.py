@@ -55,30 +55,34 @@ def _weighted(v: Tensor, w: Optional[Tensor]) -> Tensor:
     return v if w is None else v * w
 
 
+def _half_square(x: Tensor, t: Label) -> Tensor:
+    return 0.5 * (x - t) ** 2
+
+
+# kind: (term on the real logit r with label b, term on the fake logit f with label a)
+_D_TERMS = {
+    "ns": (bce, bce),
+    "mm": (bce, bce),
+    "ls": (_half_square, _half_square),
+    "wgan": (lambda r, b: -r, lambda f, a: f),
+    "hinge": (lambda r, b: F.relu(1 - r), lambda f, a: F.relu(1 + f)),
+}
+
+
+def _d_term(kind: str, side: int):
+    if kind not in _D_TERMS:
+        raise ValueError(f"kind: unknown loss kind {kind!r}")
+    return _D_TERMS[kind][side]
+
+
 def d_real_elementwise(kind: str, r: Tensor, b: Label = 1.0) -> Tensor:
     """Per-element discriminator loss on real logits."""
-    if kind in ("ns", "mm"):
-        return bce(r, b)
-    if kind == "ls":
-        return 0.5 * (r - b) ** 2
-    if kind == "wgan":
-        return -r
-    if kind == "hinge":
-        return F.relu(1 - r)
-    raise ValueError(f"kind: unknown loss kind {kind!r}")
+    return _d_term(kind, 0)(r, b)
 
 
 def d_fake_elementwise(kind: str, f: Tensor, a: Label = 0.0) -> Tensor:
     """Per-element discriminator loss on fake logits."""
-    if kind in ("ns", "mm"):
-        return bce(f, a)
-    if kind == "ls":
-        return 0.5 * (f - a) ** 2
-    if kind == "wgan":
-        return f
-    if kind == "hinge":
-        return F.relu(1 + f)
-    raise ValueError(f"kind: unknown loss kind {kind!r}")
+    return _d_term(kind, 1)(f, a)
 
 
 def g_elementwise(kind: str, f: Tensor, c: Label = 1.0) -> Tensor:
@@ -207,21 +211,26 @@ def logit_sums(x: Tensor) -> Tensor:
 # reference backend of the operator layer and to recompute for double backward.
 
 
+# Elem code: value(x, t), the formula of docs/operators.md (derivatives by autograd, so NaN and inf
+# follow torch's own conventions, e.g. relu(d).square()'s gradient 2 relu(d) at a NaN d).
+ELEM_VALUE = {
+    Elem.BCE: bce,
+    Elem.HALF_SQUARE: _half_square,
+    Elem.LINEAR: lambda x, t: -t * x,
+    Elem.HINGE: lambda x, t: F.relu(1 - t * x),
+    Elem.ABS: lambda x, t: (x - t).abs(),
+    Elem.SOFTPLUS_NEG: lambda x, t: sp(-x),
+    Elem.SQ_RELU_ABOVE: lambda x, t: torch.relu(x - t).square(),
+    Elem.SQ_RELU_BELOW: lambda x, t: torch.relu(t - x).square(),
+}
+
+
 def elem_value(elem: int, x: Tensor, t: Label) -> Tensor:
-    elem = Elem(elem)
-    if elem is Elem.BCE:
-        return bce(x, t)
-    if elem is Elem.HALF_SQUARE:
-        return 0.5 * (x - t) ** 2
-    if elem is Elem.LINEAR:
-        return -t * x
-    if elem is Elem.HINGE:
-        return F.relu(1 - t * x)
-    if elem is Elem.ABS:
-        return (x - t).abs()
-    if elem is Elem.SOFTPLUS_NEG:
-        return sp(-x)
-    raise ValueError(f"elem: unknown element function {elem!r}")
+    try:
+        fn = ELEM_VALUE[Elem(elem)]
+    except (ValueError, KeyError):
+        raise ValueError(f"elem: unknown element function {elem!r}") from None
+    return fn(x, t)
 
 
 def loss_terms(logits, labels, weights, elems, label_values, coefs, reduction: int):

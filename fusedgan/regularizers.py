@@ -16,9 +16,11 @@ relativistic logit ``d = perturbed - logits``, element ``HALF_SQUARE`` with labe
 ``gamma / (B sigma^2)``, reduction ``sum``): one operator call on every backend, its gradient
 into both inputs from the one C++ autograd of that family.  ``PathLengthRegularizer`` takes the
 per-sample sums of squares of ``grad_ws`` with ``fusedgan::gan_penalty`` (one fused pass over the
-large tensor forward, one backward); the rest acts on ``[B]`` values.  ``LeCamRegularizer`` and
-``adaptive_gan_weight`` are plain PyTorch on logits and norms (no host sync).  Docs:
-docs/penalties.md.
+large tensor forward, one backward); the rest acts on ``[B]`` values.  ``LeCamRegularizer`` is
+one ``fusedgan::gan_loss`` call (elements ``SQ_RELU_ABOVE`` / ``SQ_RELU_BELOW`` with the averages
+as tensor labels; in training mode its ``loss_terms_stats`` pass also gives the sums of the logits,
+whence the batch means and the update, on the device).  ``adaptive_gan_weight`` is plain PyTorch
+on norms (no host sync).  Docs: docs/penalties.md.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from torch import nn
 
 from . import plan as P
 from . import reference
-from .codes import Elem, Reduction, RelLogit, acc_dtype
+from .codes import Elem, Reduction, RelLogit, StatCol, acc_dtype
 
 Tensor = torch.Tensor
 
@@ -204,7 +206,16 @@ class LeCamRegularizer(nn.Module):
     (in training mode) updates them: ``ema = decay * ema + (1 - decay) * mean(batch)``.  The
     averages are float32 buffers ``ema_real`` and ``ema_fake`` (start at 0, saved in
     ``state_dict``, moved by ``.to()``); the update is on the device, no host sync.  In eval mode
-    the averages are read and not updated.  Float32 result (float64 for float64 logits).
+    the averages are read and not updated.  Float32 result (float64 for float64 logits); any
+    float logits (promoted to a common dtype); the gradient flows into both, not into the averages.
+
+    One fused pass: a single ``fusedgan::gan_loss`` call (``backend=`` chooses its backend) runs
+    both terms (element functions ``SQ_RELU_ABOVE`` on r with the label ``ema_fake`` read from
+    device memory, ``SQ_RELU_BELOW`` on f with ``ema_real``) and, in training mode, the sums of
+    the logits (``loss_terms_stats``' ``SUM_X`` column) from the same reads; the means and the two
+    ``lerp_`` updates are tiny device ops.  The averages reach the kernel as labels do
+    (``plan.aux_tensor``): today in the logits' dtype, so with float16/bfloat16 logits the
+    thresholds are rounded to it (the buffers themselves stay float32).
 
     Under DistributedDataParallel each rank updates its own buffers from its own batch, so the
     ranks' averages differ slightly (and the module is usually not inside the DDP wrapper, which
@@ -224,7 +235,20 @@ class LeCamRegularizer(nn.Module):
     def extra_repr(self) -> str:
         return f"decay={self.decay}"
 
-    def forward(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    def forward(self, real_logits: Tensor, fake_logits: Tensor, backend: Optional[str] = None) -> Tensor:
+        r, f = self._check(real_logits, fake_logits)
+        stats = self.training
+        out = P.run("gan_loss", self._args(r, f, stats), r.device, backend)
+        if stats:  # the batch means from the same pass: each term's sum of its logits
+            sums = out[2][:, int(StatCol.SUM_X)]
+            w = 1.0 - self.decay
+            with torch.no_grad():
+                self.ema_real.lerp_((sums[0] / r.numel()).to(self.ema_real.dtype), w)
+                self.ema_fake.lerp_((sums[1] / f.numel()).to(self.ema_fake.dtype), w)
+        return out[0]
+
+    def _check(self, real_logits: Tensor, fake_logits: Tensor):
+        """The logits in their common dtype, after the checks (errors name the argument)."""
         _float_tensor(real_logits, "real_logits", "D's logits at real samples")
         _float_tensor(fake_logits, "fake_logits", "D's logits at fake samples")
         P.check_same_device([real_logits, fake_logits], ["real_logits", "fake_logits"])
@@ -234,17 +258,21 @@ class LeCamRegularizer(nn.Module):
         for x, n in ((real_logits, "real_logits"), (fake_logits, "fake_logits")):
             if x.numel() == 0:
                 raise ValueError(f"{n}: is empty (its mean would make the moving average NaN)")
-        acc = acc_dtype(P.common_dtype([real_logits, fake_logits]))
-        r, f = real_logits.to(acc), fake_logits.to(acc)
-        ema_r = self.ema_real.detach().to(acc, copy=True)  # the averages before this batch
-        ema_f = self.ema_fake.detach().to(acc, copy=True)
-        value = torch.relu(r - ema_f).square().mean() + torch.relu(ema_r - f).square().mean()
-        if self.training:
-            w = 1.0 - self.decay
-            with torch.no_grad():
-                self.ema_real.lerp_(r.detach().mean().to(self.ema_real.dtype), w)
-                self.ema_fake.lerp_(f.detach().mean().to(self.ema_fake.dtype), w)
-        return value
+        dtype = P.common_dtype([real_logits, fake_logits])
+        return real_logits.to(dtype), fake_logits.to(dtype)
+
+    def _args(self, r: Tensor, f: Tensor, stats: bool) -> tuple:
+        """``gan_loss``'s arguments: ``SQ_RELU_ABOVE`` on r with threshold ema_fake and
+        ``SQ_RELU_BELOW`` on f with threshold ema_real, both means; ``stats`` adds the sums."""
+        # Copies of the averages from before this batch: the operator keeps its label tensors
+        # for backward, and the update below changes the buffers in place.
+        emas = torch.stack([self.ema_fake.detach(), self.ema_real.detach()])
+        labels = [P.aux_tensor(emas[0], "ema_fake", r, "real_logits"),
+                  P.aux_tensor(emas[1], "ema_real", f, "fake_logits")]
+        return ([r, f], labels, [None, None], _LECAM_ELEMS, [0.0, 0.0], [1.0, 1.0], int(Reduction.MEAN), stats)
+
+
+_LECAM_ELEMS = [int(Elem.SQ_RELU_ABOVE), int(Elem.SQ_RELU_BELOW)]
 
 
 # ---------------------------------------------------------------------------------------------

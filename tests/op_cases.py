@@ -51,16 +51,27 @@ def _x(shape, dtype, seed, *, noncontig=False, extreme=False, scale=3.0):
 
 
 def _loss_terms_args(dtype, reduction, seed, stats_or_need=True):
-    """Five terms, one per element function: label/weight operands of every mode."""
+    """One term per element function (every ``Elem``): label/weight operands of every mode."""
     xs = [_x((7, 5), dtype, seed, extreme=True), _x((13,), dtype, seed + 1, noncontig=True),
-          _x((3, 1, 4), dtype, seed + 2), _x((0,), dtype, seed + 3), _x((9,), dtype, seed + 4)]
+          _x((3, 1, 4), dtype, seed + 2), _x((0,), dtype, seed + 3), _x((9,), dtype, seed + 4),
+          _x((6,), dtype, seed + 8, extreme=True), _x((2, 3), dtype, seed + 9, noncontig=True),
+          _x((11,), dtype, seed + 10)]
     labels = [torch.rand(7, 5, generator=_gen(seed + 5), dtype=torch.float64).to(dtype).to(DEVICE), None,
               torch.tensor([0.25], dtype=dtype, device=DEVICE), None,
-              _x((9,), dtype, seed + 6)]
+              _x((9,), dtype, seed + 6), None, torch.tensor([0.5], dtype=dtype, device=DEVICE),
+              _x((11,), dtype, seed + 11)]
     weights = [torch.tensor([1.5], dtype=dtype, device=DEVICE), None,
-               torch.rand(3, 1, 4, generator=_gen(seed + 7), dtype=torch.float64).to(dtype).to(DEVICE), None, None]
-    elems = [int(Elem.BCE), int(Elem.HINGE), int(Elem.HALF_SQUARE), int(Elem.LINEAR), int(Elem.ABS)]
-    return xs, labels, weights, elems, [0.0, -1.0, 0.0, 1.0, 0.0], [1.0, 0.5, 2.0, -1.0, 0.75], int(reduction)
+               torch.rand(3, 1, 4, generator=_gen(seed + 7), dtype=torch.float64).to(dtype).to(DEVICE), None, None,
+               None, None, torch.tensor([0.5], dtype=dtype, device=DEVICE)]
+    elems = [int(Elem.BCE), int(Elem.HINGE), int(Elem.HALF_SQUARE), int(Elem.LINEAR), int(Elem.ABS),
+             int(Elem.SOFTPLUS_NEG), int(Elem.SQ_RELU_ABOVE), int(Elem.SQ_RELU_BELOW)]
+    assert sorted(elems) == sorted(int(e) for e in Elem), "a new Elem: give it a term here"
+    return (xs, labels, weights, elems, [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+            [1.0, 0.5, 2.0, -1.0, 0.75, 1.0, 1.0, 1.25], int(reduction))
+
+
+N_TERMS = len(Elem)  # terms of _loss_terms_args
+NEED_GRAD = [i != 1 for i in range(N_TERMS)]  # term 1 without a gradient
 
 
 def _grad_outputs(xs, reduction, seed):
@@ -110,8 +121,7 @@ def samples(name: str, dtype, seed: int = 0) -> list:
     """Argument tuples for operator ``name`` (a Triton twin takes its C++ operator's samples)."""
     base = name[len("triton_"):] if name.startswith("triton_") else name
     if base in ("loss_terms", "loss_terms_stats"):
-        return [(*_loss_terms_args(dtype, r, seed + 10 * int(r)), [True, False, True, True, True])
-                for r in Reduction]
+        return [(*_loss_terms_args(dtype, r, seed + 10 * int(r)), NEED_GRAD) for r in Reduction]
     if base == "loss_grads":
         out = []
         for r in Reduction:
@@ -150,7 +160,7 @@ def samples(name: str, dtype, seed: int = 0) -> list:
             a = _loss_terms_args(dtype, r, seed)
             gos = _grad_outputs(a[0], r, seed + 1)
             gos = gos if r == Reduction.NONE else gos[:1]
-            out.append((*a, gos, [True] * 5 + [False] * 10))
+            out.append((*a, gos, [True] * N_TERMS + [False] * (2 * N_TERMS)))
         return out
     if base == "rel_gan_loss_exact_backward":
         a = _rel_args(dtype, Reduction.MEAN, seed)

@@ -16,7 +16,7 @@ from torch import nn
 import fusedgan as fg
 from fusedgan import backends, regularizers
 from fusedgan.codes import Elem, Reduction, RelLogit
-from helpers import DEVICE, DTYPES, fused_backends, ran_ops
+from helpers import DEVICE, DTYPES, OpRecorder, fused_backends, ran_ops
 
 BACKENDS = ["reference"] + fused_backends()
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-2, torch.bfloat16: 2e-2}
@@ -308,6 +308,17 @@ def test_cosine_decay_bad_input(kwargs, exc, name):
 # LeCam
 
 
+LECAM_KERNEL = {"cpu": ["fusedgan::loss_terms_stats"], "cuda": ["fusedgan::loss_terms_stats"],
+                "triton": ["fusedgan::triton_loss_terms_stats"], "reference": []}
+
+
+def lecam_ops(fn):
+    """(fn(), the fusedgan operators below autograd that ran, in order, each call listed)."""
+    with OpRecorder() as rec:
+        out = fn()
+    return out, list(rec.names)
+
+
 def test_lecam_hand_values_and_ema():
     reg = fg.LeCamRegularizer(decay=0.5)
     assert reg.ema_real.dtype == torch.float32 and float(reg.ema_real) == 0 and float(reg.ema_fake) == 0
@@ -328,50 +339,164 @@ def test_lecam_hand_values_and_ema():
     assert float(reg.ema_real) == pytest.approx(0.75)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_lecam_matches_reference(dtype):
-    reg = fg.LeCamRegularizer(decay=0.9)
+def check_lecam_by_hand(backend, device="cpu"):
+    """r = [1, 3], f = [0, -2], ema_real = 0.5, ema_fake = 2, decay 0.9, by hand:
+    relu(r - 2)^2 = [0, 1] (mean 0.5); relu(0.5 - f)^2 = [0.25, 6.25] (mean 3.25): 3.75.
+    d/dr = 2 relu(r - 2) / 2 = [0, 1]; d/df = -2 relu(0.5 - f) / 2 = [-0.5, -2.5].
+    Means 2 and -1: ema_real = 0.9 * 0.5 + 0.1 * 2 = 0.65, ema_fake = 0.9 * 2 + 0.1 * -1 = 1.7."""
+    reg = fg.LeCamRegularizer(decay=0.9).to(device)
+    reg.ema_real.fill_(0.5)
+    reg.ema_fake.fill_(2.0)
+    r = torch.tensor([1.0, 3.0], device=device, requires_grad=True)
+    f = torch.tensor([0.0, -2.0], device=device, requires_grad=True)
+    out, ran = lecam_ops(lambda: reg(r, f, backend=backend))
+    assert ran == LECAM_KERNEL[backend], ran  # one fused call: both terms and both sums
+    assert backends.last_used() == backend
+    assert out.dtype == torch.float32 and float(out.detach()) == pytest.approx(3.75, rel=1e-6)
+    gr, gf = torch.autograd.grad(out, (r, f))
+    assert gr.tolist() == pytest.approx([0.0, 1.0]) and gf.tolist() == pytest.approx([-0.5, -2.5])
+    assert float(reg.ema_real) == pytest.approx(0.65, rel=1e-6)
+    assert float(reg.ema_fake) == pytest.approx(1.7, rel=1e-6)
+    assert not reg.ema_real.requires_grad and not reg.ema_fake.requires_grad
+    # eval: the same pass without the sums (loss_terms), the averages only read
+    reg.eval()
+    out, ran = lecam_ops(lambda: reg(r, f, backend=backend))
+    assert ran == [k.replace("_stats", "") for k in LECAM_KERNEL[backend]], ran
+    want = 0.5 * (1.3 ** 2) + 0.5 * ((0.65 ** 2) + (2.65 ** 2))  # relu(r - 1.7)^2, relu(0.65 - f)^2
+    assert float(out.detach()) == pytest.approx(want, rel=1e-6)
+    assert float(reg.ema_real) == pytest.approx(0.65, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lecam_hand_values_every_backend(backend):
+    check_lecam_by_hand(backend, DEVICE)
+
+
+def check_lecam_matches_reference(backend, dtype, device="cpu"):
+    """Three steps against the old plain-torch formula in fp64 (averages from before each
+    batch) and the EMA recursion; a random grad_output; mixed shapes."""
+    reg = fg.LeCamRegularizer(decay=0.9).to(device)
     ema_r, ema_f = torch.tensor(0.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
-    for _ in range(3):
-        r = torch.randn(16, 1, dtype=torch.float64).to(dtype).requires_grad_(True)
-        f = (torch.randn(9, dtype=torch.float64) - 1).to(dtype).requires_grad_(True)
-        before = reg.ema_real.double().clone(), reg.ema_fake.double().clone()  # float32 buffers
+    for step in range(3):
+        r = (torch.randn(16, 1, dtype=torch.float64) + 0.5).to(dtype).to(device).requires_grad_(True)
+        f = (torch.randn(3, 3, dtype=torch.float64) - 1).to(dtype).to(device).requires_grad_(True)
+        before = reg.ema_real.double().cpu().clone(), reg.ema_fake.double().cpu().clone()  # float32 buffers
         torch.testing.assert_close(before[0], ema_r, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(before[1], ema_f, rtol=1e-5, atol=1e-6)
-        out = reg(r, f)
+        out = reg(r, f, backend=backend)
+        assert backends.last_used() == backend
         assert out.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-        r64, f64 = r.detach().double().requires_grad_(True), f.detach().double().requires_grad_(True)
+        r64 = r.detach().double().cpu().requires_grad_(True)
+        f64 = f.detach().double().cpu().requires_grad_(True)
         ref = ref_lecam(r64, f64, *before)
         go = torch.rand(()) + 0.5
-        g = torch.autograd.grad(out, (r, f), go.to(out.dtype))
+        g = torch.autograd.grad(out, (r, f), go.to(out.dtype).to(device))
         rg = torch.autograd.grad(ref, (r64, f64), go.double())
         tol = TOL[dtype]
-        torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
+        torch.testing.assert_close(out.double().cpu(), ref, rtol=tol, atol=tol)
         for a, b in zip(g, rg):
             assert a.dtype == dtype
-            torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol)
+            torch.testing.assert_close(a.double().cpu(), b, rtol=tol, atol=tol)
         ema_r = 0.9 * ema_r + 0.1 * r64.detach().mean()
         ema_f = 0.9 * ema_f + 0.1 * f64.detach().mean()
-        torch.testing.assert_close(reg.ema_real.double(), ema_r, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(reg.ema_fake.double(), ema_f, rtol=1e-5, atol=1e-6)
+        assert reg.ema_real.dtype == torch.float32 and reg.ema_fake.dtype == torch.float32
+        torch.testing.assert_close(reg.ema_real.double().cpu(), ema_r, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(reg.ema_fake.double().cpu(), ema_f, rtol=1e-5, atol=1e-6)
 
 
-def test_lecam_gradcheck_compile_state_dict():
-    reg = fg.LeCamRegularizer(decay=0.9).eval()  # eval: gradcheck calls it many times
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lecam_matches_reference(backend, dtype):
+    check_lecam_matches_reference(backend, dtype, DEVICE)
+
+
+def test_lecam_mixed_dtypes_and_noncontiguous():
+    reg = fg.LeCamRegularizer(decay=0.5)
+    r = torch.randn(6, 4, dtype=torch.float64)[:, ::2].to(torch.bfloat16).requires_grad_(True)
+    f = torch.randn(5, 2).t().requires_grad_(True)  # float32, non-contiguous
+    out = reg(r, f)
+    assert out.dtype == torch.float32
+    gr, gf = torch.autograd.grad(out, (r, f))
+    assert gr.dtype == torch.bfloat16 and gf.dtype == torch.float32
+    r64, f64 = r.detach().double().requires_grad_(True), f.detach().double().requires_grad_(True)
+    ref = ref_lecam(r64, f64, torch.tensor(0.0), torch.tensor(0.0))
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip((gr, gf), torch.autograd.grad(ref, (r64, f64))):
+        torch.testing.assert_close(a.double(), b, rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(reg.ema_real.double(), 0.5 * r64.detach().mean(), rtol=1e-5, atol=1e-6)
+
+
+INF, NAN = math.inf, math.nan
+SPECIAL_X = [NAN, INF, -INF, 0.0, 1.0, -1.0, 2.5, 1e30, -1e30, 0.5]
+SPECIAL_T = [0.5, 0.0, INF, -INF, NAN]
+
+
+def check_sq_relu_like_torch(backend, device="cpu"):
+    """Elements SQ_RELU_ABOVE / SQ_RELU_BELOW at NaN and +-inf logits and thresholds: value and
+    gradient as torch's ``relu(x - t).square()`` / ``relu(t - x).square()`` (autograd, same dtype),
+    bit for bit in the NaN/inf pattern; thresholds as one element (LeCam's case) and per element."""
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor(SPECIAL_X, dtype=dtype)
+        for elem, formula in ((Elem.SQ_RELU_ABOVE, lambda a, t: torch.relu(a - t).square()),
+                              (Elem.SQ_RELU_BELOW, lambda a, t: torch.relu(t - a).square())):
+            labels = [torch.tensor([t], dtype=dtype) for t in SPECIAL_T] + [x.flip(0)]
+            for lab in labels:
+                xd = x.to(device, copy=True).requires_grad_(True)
+                args = ([xd], [lab.to(device)], [None], [int(elem)], [0.0], [1.0], int(Reduction.NONE), False)
+                (v,) = fg.plan.run("gan_loss", args, xd.device, backend)[:1]
+                (g,) = torch.autograd.grad(v, xd, torch.ones_like(v))
+                xt = x.clone().requires_grad_(True)  # torch in the same dtype (1e30^2 is inf in fp32)
+                want = formula(xt, lab.expand(x.shape))
+                (wg,) = torch.autograd.grad(want, xt, torch.ones_like(want))
+                want, wg = want.double(), wg.double()
+                what = f"{elem.name} {dtype} t={lab.tolist()}"
+                for got, ref in ((v, want), (g, wg)):
+                    got = got.detach().double().cpu()
+                    assert torch.equal(torch.isnan(got), torch.isnan(ref)), f"{what}: NaN pattern {got} vs {ref}"
+                    fin = ~torch.isnan(ref)
+                    torch.testing.assert_close(got[fin], ref.detach()[fin], rtol=1e-6, atol=0.0, msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sq_relu_nan_inf_like_torch(backend):
+    check_sq_relu_like_torch(backend, DEVICE)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lecam_gradcheck(backend):
+    reg = fg.LeCamRegularizer(decay=0.9).to(DEVICE).eval()  # eval: gradcheck calls it many times
     reg.ema_real.fill_(0.3)
     reg.ema_fake.fill_(-0.2)
-    r = torch.randn(7, dtype=torch.float64, requires_grad=True)
-    f = torch.randn(5, dtype=torch.float64, requires_grad=True)
-    torch.autograd.gradcheck(reg, (r, f))
-    torch.autograd.gradgradcheck(reg, (r, f))
-    # fullgraph compile, training mode: value and buffer updates as eager
+    r = torch.randn(7, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    f = torch.randn(5, dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def fn(a, b):
+        return reg(a, b, backend=backend)
+
+    torch.autograd.gradcheck(fn, (r, f))
+    torch.autograd.gradgradcheck(fn, (r, f))
+
+
+def test_lecam_compile_state_dict():
+    # fullgraph compile, training mode: value, gradients and buffer updates as eager
     eager, comp = fg.LeCamRegularizer(0.8), fg.LeCamRegularizer(0.8)
     cfn = torch.compile(comp, fullgraph=True, backend="aot_eager")
-    for _ in range(2):
-        a, b = torch.randn(8), torch.randn(8)
-        torch.testing.assert_close(cfn(a, b), eager(a, b))
+    for step in range(2):
+        a, b = torch.randn(8), torch.randn(3, 4)
+        ac, bc = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        ae, be = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            out_c = cfn(ac, bc)  # (a dispatch mode would stop dynamo: the profiler records instead)
+        kernels = [e.name for e in prof.events() if e.name.startswith("fusedgan::loss_terms")]
+        if step == 1 and "cpu" in BACKENDS:  # (step 0 compiles: fake calls are recorded too)
+            assert kernels == ["fusedgan::loss_terms_stats"], kernels  # the compiled graph runs the fused op
+        out_e = eager(ae, be)
+        torch.testing.assert_close(out_c, out_e)
+        for x, y in zip(torch.autograd.grad(out_c, (ac, bc)), torch.autograd.grad(out_e, (ae, be))):
+            torch.testing.assert_close(x, y)
     torch.testing.assert_close(comp.ema_real, eager.ema_real)
     torch.testing.assert_close(comp.ema_fake, eager.ema_fake)
+    assert float(comp.ema_real) != 0.0
     fresh = fg.LeCamRegularizer()
     fresh.load_state_dict(eager.state_dict())
     assert float(fresh.ema_fake) == float(eager.ema_fake)
@@ -393,6 +518,13 @@ def test_lecam_bad_input():
         reg(torch.zeros(3), torch.zeros(0))
     with pytest.raises(TypeError, match="^decay:"):
         fg.LeCamRegularizer("0.9")
+    with pytest.raises(ValueError, match="^backend:"):
+        reg(torch.zeros(3), torch.zeros(2), backend="nope")
+    with pytest.raises(ValueError, match="^real_logits:"):  # buffers on another device
+        reg(torch.zeros(3, device="meta"), torch.zeros(2, device="meta"))
+    with pytest.raises(ValueError, match="^fake_logits:"):
+        reg(torch.zeros(3), torch.zeros(2, device="meta"))
+    assert float(reg.ema_real) == 0.0 and float(reg.ema_fake) == 0.0  # no failed call touched them
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """fusedgan.regularizers on the Triton backend: approx_r1_penalty (rel_gan_loss with its Triton
-loss pass) and PathLengthRegularizer (gan_penalty with the Triton group_penalty), against the
-float64 formulas, asserting the Triton kernels ran.
+loss pass), PathLengthRegularizer (gan_penalty with the Triton group_penalty) and LeCamRegularizer
+(one gan_loss call: triton_loss_terms_stats), against the float64 formulas, asserting the Triton
+kernels ran.
 
 Runs on CUDA tensors when a GPU is present, else on CPU tensors through Triton's interpreter,
 which must be switched on before triton is imported::
@@ -26,7 +27,8 @@ if not fg.ops.HAS_TRITON:
     pytest.skip(f"Triton operators not registered: {fg.ops.TRITON_ERROR}", allow_module_level=True)
 
 from helpers import DTYPES, ran_ops  # noqa: E402
-from test_regularizers import TOL, ref_approx_r1, ref_path_length  # noqa: E402
+from test_regularizers import (TOL, check_lecam_by_hand, check_lecam_matches_reference,  # noqa: E402
+                              check_sq_relu_like_torch, ref_approx_r1, ref_path_length)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -82,3 +84,26 @@ def test_path_length_triton(dtype):
     torch.testing.assert_close(out.double().cpu(), ref, rtol=tol, atol=tol)
     torch.testing.assert_close(gg.double().cpu(), rg, rtol=tol, atol=tol * float(rg.abs().max()))
     torch.testing.assert_close(pl.pl_mean.double().cpu(), m, rtol=1e-5, atol=1e-6)
+
+
+def test_lecam_triton_hand_values():
+    """One triton_loss_terms_stats call computes both terms and both batch sums."""
+    check_lecam_by_hand("triton", DEVICE)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lecam_triton(dtype):
+    check_lecam_matches_reference("triton", dtype, DEVICE)
+
+
+def test_sq_relu_nan_inf_like_torch_triton():
+    check_sq_relu_like_torch("triton", DEVICE)
+
+
+def test_lecam_triton_gradcheck():
+    reg = fg.LeCamRegularizer(decay=0.9).to(DEVICE).eval()
+    reg.ema_real.fill_(0.3)
+    reg.ema_fake.fill_(-0.2)
+    r = torch.randn(7, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    f = torch.randn(5, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    torch.autograd.gradcheck(lambda a, b: reg(a, b, backend="triton"), (r, f))

@@ -163,6 +163,12 @@ def _workload(fg, quick: bool) -> None:
             fm.backward()
             rel = fg.discriminator_loss(rnd(600, dt), rnd(600, dt), "ragan", backend=T)
             rel.backward()
+            # LeCam: SQ_RELU_ABOVE / SQ_RELU_BELOW with one-element label tensors, with the sums
+            # (training) and without (eval)
+            reg = fg.LeCamRegularizer()
+            for training in (True, False):
+                reg.train(training)
+                reg(rnd(na, dt), rnd(nb, dt), backend=T).backward()
             # penalties: sample / pixel / batch norms, one and several chunks, and R1
             for shape in [(3, 5, 7, 9), (2, 3, 100, 100)] if not quick else [(3, 5, 7, 9)]:
                 for norm in ("sample", "pixel", "batch"):

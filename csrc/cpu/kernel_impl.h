@@ -196,6 +196,8 @@ double term_range_dispatch(const TermArgs& a, int64_t begin, int64_t end, double
     case Elem::LINEAR: return term_range_g<S, Elem::LINEAR>(a, begin, end, stats);
     case Elem::ABS: return term_range_g<S, Elem::ABS>(a, begin, end, stats);
     case Elem::SOFTPLUS_NEG: return term_range_g<S, Elem::SOFTPLUS_NEG>(a, begin, end, stats);
+    case Elem::SQ_RELU_ABOVE: return term_range_g<S, Elem::SQ_RELU_ABOVE>(a, begin, end, stats);
+    case Elem::SQ_RELU_BELOW: return term_range_g<S, Elem::SQ_RELU_BELOW>(a, begin, end, stats);
     default: return term_range_g<S, Elem::HINGE>(a, begin, end, stats);
   }
 }

@@ -301,7 +301,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) loss_grads_kernel(const 
 // instantiation per Elem of codes.h.  A new Elem fails to compile here until it has its case.
 template <class F>
 void with_elem(int code, const char* op, F&& f) {
-  static_assert(kNumElems == 6, "a new Elem in fusedgan/codes.h: add its case to with_elem");
+  static_assert(kNumElems == 8, "a new Elem in fusedgan/codes.h: add its case to with_elem");
   switch (static_cast<Elem>(code)) {
     case Elem::BCE: return f(std::integral_constant<Elem, Elem::BCE>{});
     case Elem::HALF_SQUARE: return f(std::integral_constant<Elem, Elem::HALF_SQUARE>{});
@@ -309,6 +309,8 @@ void with_elem(int code, const char* op, F&& f) {
     case Elem::HINGE: return f(std::integral_constant<Elem, Elem::HINGE>{});
     case Elem::ABS: return f(std::integral_constant<Elem, Elem::ABS>{});
     case Elem::SOFTPLUS_NEG: return f(std::integral_constant<Elem, Elem::SOFTPLUS_NEG>{});
+    case Elem::SQ_RELU_ABOVE: return f(std::integral_constant<Elem, Elem::SQ_RELU_ABOVE>{});
+    case Elem::SQ_RELU_BELOW: return f(std::integral_constant<Elem, Elem::SQ_RELU_BELOW>{});
   }
   TORCH_CHECK(false, op, " (CUDA kernel): no kernel for element function ", code);
 }

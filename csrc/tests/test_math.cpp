@@ -42,6 +42,15 @@ static void ref(Elem e, LD x, LD t, LD& v, LD& g) {
       g = -sig(-x);
       if (std::isnan(x)) g = x;
       return;
+    case Elem::SQ_RELU_ABOVE:
+    case Elem::SQ_RELU_BELOW: {  // torch's relu(d).square(): relu keeps a NaN d
+      const bool above = e == Elem::SQ_RELU_ABOVE;
+      const LD d = above ? x - t : t - x;
+      const LD m = d > 0 ? d : (std::isnan(d) ? d : 0);
+      v = m * m;
+      g = (above ? 2 : -2) * m;
+      return;
+    }
   }
 }
 
@@ -100,7 +109,7 @@ static void check_elems(const char* name, double tol_value, double tol_grad) {
         } else if (e != Elem::BCE) {
           sv = fabsl(LD(x) * t) + fabsl(LD(x)) + 1;
           sg = fabsl(LD(x)) + fabsl(LD(t)) + 1;
-          if (e == Elem::HALF_SQUARE) sv = sg * sg;
+          if (e == Elem::HALF_SQUARE || e == Elem::SQ_RELU_ABOVE || e == Elem::SQ_RELU_BELOW) sv = sg * sg;
         }
         const double ev = err(v, rv, sv), eg = err(g, rg, sg);
         EXPECT(ev <= tol_value, "%s elem %d value x=%.9g t=%g got %.9g want %.9Lg (err %.3g)", name, ei,

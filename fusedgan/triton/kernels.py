@@ -35,6 +35,8 @@ LINEAR = tl.constexpr(int(Elem.LINEAR))
 HINGE = tl.constexpr(int(Elem.HINGE))
 ABS = tl.constexpr(int(Elem.ABS))
 SOFTPLUS_NEG = tl.constexpr(int(Elem.SOFTPLUS_NEG))
+SQ_RELU_ABOVE = tl.constexpr(int(Elem.SQ_RELU_ABOVE))
+SQ_RELU_BELOW = tl.constexpr(int(Elem.SQ_RELU_BELOW))
 ARG = tl.constexpr(int(Operand.ARG))
 SCALAR = tl.constexpr(int(Operand.SCALAR))
 STAT_COLS = tl.constexpr(_STAT_COLS)
@@ -42,7 +44,10 @@ SUM_X = tl.constexpr(int(StatCol.SUM_X))
 SUM_SIGMOID = tl.constexpr(int(StatCol.SUM_SIGMOID))
 COUNT_POS = tl.constexpr(int(StatCol.COUNT_POS))
 COUNT_NEG = tl.constexpr(int(StatCol.COUNT_NEG))
-ELEMS = frozenset(int(e) for e in Elem)  # the element functions _elem implements
+# The element functions _elem implements (its last branch is ABS): tests/test_codes.py checks that
+# this is every Elem, so a new code fails there until it has its branch.
+ELEMS = frozenset(int(c.value) for c in (BCE, HALF_SQUARE, LINEAR, HINGE, SOFTPLUS_NEG, SQ_RELU_ABOVE,
+                                         SQ_RELU_BELOW, ABS))
 
 
 @triton.jit
@@ -98,6 +103,16 @@ def _elem(x, t, ELEM: tl.constexpr, IS64: tl.constexpr):
         pos = x >= 0
         v = tl.where(pos, 0.0, -x) + fm.log1p_unit(e, IS64)
         d = -tl.where(pos, e, 1.0) * inv
+    elif ELEM == SQ_RELU_ABOVE:  # relu(x - t)^2; 2 relu(x - t), NaN kept (torch's relu(d).square())
+        m = x - t
+        m = tl.where(m < 0, 0.0, m)
+        v = m * m
+        d = 2.0 * m
+    elif ELEM == SQ_RELU_BELOW:  # relu(t - x)^2; -2 relu(t - x)
+        m = t - x
+        m = tl.where(m < 0, 0.0, m)
+        v = m * m
+        d = -2.0 * m
     else:  # ABS: |x - t|; sign(x - t), 0 at x == t and for NaN (as torch's abs')
         r = x - t
         v = tl.abs(r)

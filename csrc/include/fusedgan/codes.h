@@ -4,8 +4,8 @@
 
 namespace fusedgan {
 
-enum class Elem : int { BCE = 0, HALF_SQUARE = 1, LINEAR = 2, HINGE = 3, ABS = 4, SOFTPLUS_NEG = 5 };
-constexpr int kNumElems = 6;
+enum class Elem : int { BCE = 0, HALF_SQUARE = 1, LINEAR = 2, HINGE = 3, ABS = 4, SOFTPLUS_NEG = 5, SQ_RELU_ABOVE = 6, SQ_RELU_BELOW = 7 };
+constexpr int kNumElems = 8;
 enum class Reduction : int { NONE = 0, MEAN = 1, SUM = 2 };
 constexpr int kNumReductions = 3;
 enum class RelLogit : int { R_MINUS_MF = 0, F_MINUS_MR = 1, R_MINUS_F = 2, F_MINUS_R = 3 };
@@ -30,6 +30,8 @@ inline constexpr CodeEntry kAllCodes[] = {
     {"Elem.HINGE", static_cast<int>(Elem::HINGE)},
     {"Elem.ABS", static_cast<int>(Elem::ABS)},
     {"Elem.SOFTPLUS_NEG", static_cast<int>(Elem::SOFTPLUS_NEG)},
+    {"Elem.SQ_RELU_ABOVE", static_cast<int>(Elem::SQ_RELU_ABOVE)},
+    {"Elem.SQ_RELU_BELOW", static_cast<int>(Elem::SQ_RELU_BELOW)},
     {"Reduction.NONE", static_cast<int>(Reduction::NONE)},
     {"Reduction.MEAN", static_cast<int>(Reduction::MEAN)},
     {"Reduction.SUM", static_cast<int>(Reduction::SUM)},

@@ -158,6 +158,24 @@ FG_HD FG_INLINE void abs_diff(T x, T t, T& value, T& grad) {
   grad = Ops::select(Ops::gt(d, zero), one, Ops::select(Ops::gt(zero, d), -one, zero));
 }
 
+// SQ_RELU_ABOVE(x, t) = relu(x - t)^2; d/dx = 2 relu(x - t).  SQ_RELU_BELOW(x, t) = relu(t - x)^2;
+// d/dx = -2 relu(t - x).  LeCam's terms, t a moving average.  As torch's relu(d).square(): its
+// gradient 2 relu(d) relu'(d) is 0 where relu(d) <= 0 and 2 relu(d) elsewhere, so a NaN d gives
+// NaN for both, d = +inf gives inf for both and d = -inf gives 0 for both.
+template <class T, class Ops>
+FG_HD FG_INLINE void sq_relu_above(T x, T t, T& value, T& grad) {
+  const T m = Ops::clamp_min(x - t, Ops::c(0.0));  // keeps a NaN
+  value = m * m;
+  grad = Ops::c(2.0) * m;
+}
+
+template <class T, class Ops>
+FG_HD FG_INLINE void sq_relu_below(T x, T t, T& value, T& grad) {
+  const T m = Ops::clamp_min(t - x, Ops::c(0.0));
+  value = m * m;
+  grad = Ops::c(-2.0) * m;
+}
+
 // Compile-time dispatch, for kernels that instantiate one loop per element function.
 template <Elem E, class T, class Ops>
 FG_HD FG_INLINE void elem_eval(T x, T t, T& value, T& grad) {
@@ -173,6 +191,10 @@ FG_HD FG_INLINE void elem_eval(T x, T t, T& value, T& grad) {
     softplus_neg<T, Ops>(x, t, value, grad);
   } else if constexpr (E == Elem::HINGE) {
     hinge<T, Ops>(x, t, value, grad);
+  } else if constexpr (E == Elem::SQ_RELU_ABOVE) {
+    sq_relu_above<T, Ops>(x, t, value, grad);
+  } else if constexpr (E == Elem::SQ_RELU_BELOW) {
+    sq_relu_below<T, Ops>(x, t, value, grad);
   } else {
     static_assert(E == Elem::BCE, "elem_eval: an Elem of codes.h without a formula here");
   }
@@ -187,6 +209,8 @@ FG_HD FG_INLINE void elem_eval(Elem elem, T x, T t, T& value, T& grad) {
     case Elem::LINEAR: linear<T, Ops>(x, t, value, grad); break;
     case Elem::ABS: abs_diff<T, Ops>(x, t, value, grad); break;
     case Elem::SOFTPLUS_NEG: softplus_neg<T, Ops>(x, t, value, grad); break;
+    case Elem::SQ_RELU_ABOVE: sq_relu_above<T, Ops>(x, t, value, grad); break;
+    case Elem::SQ_RELU_BELOW: sq_relu_below<T, Ops>(x, t, value, grad); break;
     default: hinge<T, Ops>(x, t, value, grad); break;
   }
 }
