@@ -9,6 +9,7 @@ docs/penalties.md, "DistributedDataParallel: the penalty-only backward").
 """
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 
@@ -76,20 +77,47 @@ def _train(backend: str, rank: int):
     return params, used
 
 
+def _gloo_threads() -> int:
+    """This process's live gloo threads (pt_gloo_runloop, gloo_tcp_loop); -1 where /proc is absent."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return -1
+    n = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                n += "gloo" in f.read()
+        except OSError:
+            pass
+    return n
+
+
 def _worker(rank: int, init_file: str, out_dir: str, fused: str):
     torch.set_num_threads(1)
+    # Before the group exists: torch.distributed.nn.functional writes `group=group.WORLD` as
+    # default arguments, evaluated at import.  DDP's constructor imports torch._dynamo, which
+    # imports that module; imported while the group is alive, the defaults hold the gloo group
+    # for the life of the process, destroy_process_group cannot free it, and its three threads
+    # (two pt_gloo_runloop, gloo_tcp_loop) live on into interpreter shutdown, which then tears
+    # the group down.  Imported here (fusedgan imports torch._dynamo as well), the defaults hold
+    # None.  Without these two imports the assertion on gloo_threads_after_destroy fails (3).
+    importlib.import_module("torch._dynamo")
+    importlib.import_module("fusedgan")
+
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         result = {}
         for backend in (fused, "reference"):
             params, used = _train(backend, rank)
             result[backend] = (params, sorted(used))
-        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-        # Every rank's last collectives finish before any rank tears the group down: without it
-        # gloo can abort a process at exit ("terminate called without an active exception").
+        # Every rank's last collectives finish before any rank tears the group down.
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    # The group really is gone: its threads were joined here, not left to process exit.
+    result["gloo_threads_after_destroy"] = _gloo_threads()
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo unavailable")
@@ -102,6 +130,7 @@ def test_ddp_fused_equals_reference():
         mp.spawn(_worker, args=(init_file, tmp, fused), nprocs=WORLD, join=True)
         results = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(WORLD)]
     for res in results:
+        assert res["gloo_threads_after_destroy"] in (0, -1), "the gloo group outlived destroy_process_group"
         fused_params, fused_used = res[fused]
         ref_params, ref_used = res["reference"]
         assert fused_used == [fused] and ref_used == ["reference"]
