@@ -159,10 +159,11 @@ def _broadcasts_to(t: Optional[Tensor], shape: torch.Size) -> bool:
 
 
 def _kernel_aux(t: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
-    """A label or weight in the operator's form: x's dtype, one element or x's numel, contiguous."""
+    """A label or weight in the operator's form: in its own precision (``plan.operand_dtype``), one
+    element or x's numel, contiguous."""
     if t is None:
         return None
-    t = _as(t, x.dtype).resolve_neg()  # kernels read memory: materialise a negative-bit view's sign
+    t = P.operand_dtype(t, x).resolve_neg()  # kernels read memory: materialise a negative-bit view's sign
     if t.shape == x.shape:
         return t.contiguous()
     if t.numel() == 1:  # (not for 0-dim x: the exact-recompute path would broadcast it to (1,))
