@@ -138,6 +138,16 @@ def _dtypes(tensors: Sequence[Optional[Tensor]], reduction: str, which: str):
     return dt, dt
 
 
+def _logits_dtype(input: Tensor, compute: torch.dtype, reduction: str) -> torch.dtype:
+    """The dtype the logits are passed in: their own half dtype where the other arguments only
+    make the maths float32 (which it is anyway) for a mean or a sum, since the kernels read the
+    float32 target and weights in their own precision and widen the logits as they load them (no
+    cast pass over the logits); else ``compute`` (per-element values are written in it)."""
+    if reduction != "none" and input.dtype in _HALF and compute == torch.float32:
+        return input.dtype
+    return compute
+
+
 def _floats_on(x: Tensor, *others: Optional[Tensor]) -> bool:
     for t in (x, *others):
         if t is None:
@@ -227,7 +237,7 @@ def binary_cross_entropy_with_logits(
     compute, out_dtype = _dtypes((input, target, weight, pos_weight), red, "bce")
     if pos_weight is not None and compute in _HALF:
         compute = torch.float32  # the two weights below are products: keep them in float32
-    x = _as(input, compute).resolve_neg()
+    x = _as(input, _logits_dtype(input, compute, red)).resolve_neg()
     t = _as(target, compute)
     w = None if weight is None else _as(weight, compute)
     code = _REDUCTIONS[red]
@@ -287,7 +297,7 @@ def mse_loss(
         )
     _warn_legacy(size_average, reduce)
     compute, out_dtype = _dtypes((input, target, weight), red, "mse")
-    x = _as(input, compute).resolve_neg()
+    x = _as(input, _logits_dtype(input, compute, red)).resolve_neg()
     if x.shape != shape:
         x = x.expand(shape).contiguous()  # autograd sums the gradient back over the broadcast
     t = _kernel_aux(target, x)

@@ -635,3 +635,41 @@ def test_drop_in_bce_fp32_target_and_weight_of_half_input(dtype):
             assert _rel_err(got, ref) <= _ITEM9_RTOL, f"bce {dtype} {red}: {_rel_err(got, ref):.2e}"
     got = fg.compat.mse_loss(r, t)
     assert _rel_err(got, _torch_mse(r.double(), t.double())) <= _ITEM9_RTOL
+
+
+class _Casts(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the dtype conversions (aten::_to_copy) and the dtypes the loss kernel received."""
+
+    def __init__(self):
+        super().__init__()
+        self.casts, self.kernel = [], []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name()
+        if name.startswith("aten::_to_copy"):
+            self.casts.append((args[0].dtype, (kwargs or {}).get("dtype")))
+        elif name.split(".")[0] in ("fusedgan::loss_terms", "fusedgan::triton_loss_terms"):
+            self.kernel.append([[None if t is None else t.dtype for t in ts] for ts in args[:3]])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+def test_fp32_operands_of_half_logits_are_not_copied(backend):
+    """An fp32 label / weight / target beside bf16 logits reaches the kernel as is, and so do the
+    logits: no cast pass over any of them (forward)."""
+    r, f = _item9_logits(torch.bfloat16, 12)
+    lab, w = torch.full(r.shape, _LABEL, dtype=_F32), torch.full(r.shape, _WEIGHT, dtype=_F32)
+    bf, f32 = torch.bfloat16, _F32
+    calls = (
+        (lambda: fg.discriminator_loss(r, f, "ls", real_label=lab, real_weight=w, backend=backend),
+         [[bf, bf], [f32, None], [f32, None]]),
+        (lambda: fg.compat.binary_cross_entropy_with_logits(r, lab, w), [[bf], [f32], [f32]]),
+        (lambda: fg.compat.binary_cross_entropy_with_logits(r, lab, reduction="sum"), [[bf], [f32], [None]]),
+        (lambda: fg.compat.mse_loss(r, lab), [[bf], [f32], [None]]),
+    )
+    with fg.use_backend(backend):
+        for i, (call, want) in enumerate(calls):
+            with _Casts() as rec:
+                call()
+            assert rec.kernel == [want], f"call {i}: the kernel received {rec.kernel}"
+            assert rec.casts == [], f"call {i}: casts {rec.casts}"
