@@ -153,12 +153,15 @@ def _workload(fg, quick: bool) -> None:
                     g.backward()
                 # rsgan: the SOFTPLUS_NEG element on the pairwise logit (equal shapes)
                 fg.discriminator_loss(rnd(nb, dt), rnd(nb, dt), "rsgan", backend=T).backward()
-                r, f = rnd(na, dt), rnd(nb, dt)
-                w = torch.rand(na, generator=gen, dtype=torch.float64).to(dt)
-                v = fg.discriminator_loss(r, f, kind="ns", reduction="none", real_weight=w,
-                                          real_label=torch.full((na,), 0.9, dtype=dt), backend=T)
-                torch.autograd.grad([v[0].sum(), v[1].sum()] if isinstance(v, (tuple, list)) else v.sum(), [r, f],
-                                    allow_unused=True)
+                # per-element label and weight tensors: in the logits' dtype, and in float32 beside
+                # half logits (read in their own precision: float32 pointers)
+                for odt in dict.fromkeys((dt, torch.float64 if dt == torch.float64 else torch.float32)):
+                    r, f = rnd(na, dt), rnd(nb, dt)
+                    w = torch.rand(na, generator=gen, dtype=torch.float64).to(odt)
+                    v = fg.discriminator_loss(r, f, kind="ns", reduction="none", real_weight=w,
+                                              real_label=torch.full((na,), 0.9, dtype=odt), backend=T)
+                    torch.autograd.grad([v[0].sum(), v[1].sum()] if isinstance(v, (tuple, list)) else v.sum(),
+                                        [r, f], allow_unused=True)
             fm = fg.feature_matching_loss([rnd(300, dt)], [rnd(300, dt, False)], backend=T)
             fm.backward()
             rel = fg.discriminator_loss(rnd(600, dt), rnd(600, dt), "ragan", backend=T)
