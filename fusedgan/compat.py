@@ -190,6 +190,16 @@ def _dtypes(tensors: Sequence[Optional[Tensor]], reduction: str, which: str):
     return dt, dt
 
 
+def _logits_dtype(input: Tensor, compute: torch.dtype, reduction: str) -> torch.dtype:
+    """The dtype the logits are passed in: their own half dtype where the other arguments only
+    make the maths float32 (which it is anyway) for a mean or a sum, since the kernels read the
+    float32 target and weights in their own precision and widen the logits as they load them (no
+    cast pass over the logits); else ``compute`` (per-element values are written in it)."""
+    if reduction != "none" and input.dtype in _HALF and compute == torch.float32:
+        return input.dtype
+    return compute
+
+
 def _floats_on(x: Tensor, *others: Optional[Tensor]) -> bool:
     for t in (x, *others):
         if t is None:
@@ -211,10 +221,11 @@ def _broadcasts_to(t: Optional[Tensor], shape: torch.Size) -> bool:
 
 
 def _kernel_aux(t: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
-    """A label or weight in the operator's form: x's dtype, one element or x's numel, contiguous."""
+    """A label or weight in the operator's form: in its own precision (``plan.operand_dtype``), one
+    element or x's numel, contiguous."""
     if t is None:
         return None
-    t = _as(t, x.dtype).resolve_neg()  # kernels read memory: materialise a negative-bit view's sign
+    t = P.operand_dtype(t, x).resolve_neg()  # kernels read memory: materialise a negative-bit view's sign
     if t.shape == x.shape:
         return t.contiguous()
     if t.numel() == 1:  # (not for 0-dim x: the exact-recompute path would broadcast it to (1,))
@@ -282,7 +293,7 @@ def binary_cross_entropy_with_logits(
     compute, out_dtype = _dtypes((input, target, weight, pos_weight), red, "bce")
     if pos_weight is not None and compute in _HALF:
         compute = torch.float32  # the two weights below are products: keep them in float32
-    x = _as(input, compute).resolve_neg()
+    x = _as(input, _logits_dtype(input, compute, red)).resolve_neg()
     t = _as(target, compute)
     w = None if weight is None else _as(weight, compute)
     code = _REDUCTIONS[red]
@@ -347,7 +358,7 @@ def mse_loss(
         )
     _warn_legacy(size_average, reduce)
     compute, out_dtype = _dtypes((input, target, weight), red, "mse")
-    x = _as(input, compute).resolve_neg()
+    x = _as(input, _logits_dtype(input, compute, red)).resolve_neg()
     if x.shape != shape:
         x = x.expand(shape).contiguous()  # autograd sums the gradient back over the broadcast
     t = _kernel_aux(target, x)

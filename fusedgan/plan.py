@@ -19,7 +19,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 from . import backends, ops
-from .codes import STAT_COLS, Reduction, StatCol
+from .codes import STAT_COLS, Reduction, StatCol, acc_dtype
 from .kinds import DEFAULT_LABELS, LOGISTIC, RELATIVISTIC, Term, kind_spec
 
 Tensor = torch.Tensor
@@ -116,8 +116,17 @@ def none_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
     return dtype
 
 
+def operand_dtype(value: Tensor, x: Tensor) -> Tensor:
+    """A label or weight as the kernels read it: in its own precision, never rounded to half
+    logits.  Kept as is in x's dtype or x's acc dtype (float32; float64 for float64 logits: fp32
+    operands are not copied, half ones are widened in the kernel); any other dtype is cast once
+    to the acc dtype (docs/operators.md)."""
+    acc = acc_dtype(x.dtype)
+    return value if value.dtype == x.dtype or value.dtype == acc else value.to(acc)
+
+
 def aux_tensor(value, name: str, x: Tensor, x_name: str) -> Tensor:
-    """A label or weight tensor in the kernel's form: x's dtype, one element or x's numel."""
+    """A label or weight tensor in the kernel's form: ``operand_dtype``, one element or x's numel."""
     if value.dtype not in FLOAT_DTYPES and value.dtype not in (torch.int64, torch.int32, torch.bool):
         raise TypeError(f"{name}: expected a real floating-point tensor, got {value.dtype}")
     if value.layout != torch.strided:
@@ -137,7 +146,7 @@ def aux_tensor(value, name: str, x: Tensor, x_name: str) -> Tensor:
     if shape != x.shape:
         raise ValueError(
             f"{name}: shape {tuple(value.shape)} is not broadcastable to {x_name}'s shape {tuple(x.shape)}")
-    value = value.to(x.dtype)
+    value = operand_dtype(value, x)
     if value.numel() == 1:
         return value.reshape(1)
     return value.expand(x.shape).contiguous()
@@ -322,4 +331,5 @@ def logit_stats(p: LossPlan, sums: Tensor, n_real: int, n_fake: int) -> dict:
     }
 
 
-__all__ = ["Bound", "GANLossResult", "LossPlan", "STAT_KEYS", "execute", "run", "side_plan", "terms_plan"]
+__all__ = ["Bound", "GANLossResult", "LossPlan", "STAT_KEYS", "execute", "operand_dtype", "run", "side_plan",
+           "terms_plan"]

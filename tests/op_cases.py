@@ -51,17 +51,19 @@ def _x(shape, dtype, seed, *, noncontig=False, extreme=False, scale=3.0):
 
 
 def _loss_terms_args(dtype, reduction, seed, stats_or_need=True):
-    """One term per element function (every ``Elem``): label/weight operands of every mode."""
+    """One term per element function (every ``Elem``): label/weight operands of every mode, in the
+    logits' dtype and in the acc dtype (read in their own precision: labels[0], weights[2])."""
     xs = [_x((7, 5), dtype, seed, extreme=True), _x((13,), dtype, seed + 1, noncontig=True),
           _x((3, 1, 4), dtype, seed + 2), _x((0,), dtype, seed + 3), _x((9,), dtype, seed + 4),
           _x((6,), dtype, seed + 8, extreme=True), _x((2, 3), dtype, seed + 9, noncontig=True),
           _x((11,), dtype, seed + 10)]
-    labels = [torch.rand(7, 5, generator=_gen(seed + 5), dtype=torch.float64).to(dtype).to(DEVICE), None,
+    acc = acc_dtype(dtype)
+    labels = [torch.rand(7, 5, generator=_gen(seed + 5), dtype=torch.float64).to(acc).to(DEVICE), None,
               torch.tensor([0.25], dtype=dtype, device=DEVICE), None,
               _x((9,), dtype, seed + 6), None, torch.tensor([0.5], dtype=dtype, device=DEVICE),
               _x((11,), dtype, seed + 11)]
     weights = [torch.tensor([1.5], dtype=dtype, device=DEVICE), None,
-               torch.rand(3, 1, 4, generator=_gen(seed + 7), dtype=torch.float64).to(dtype).to(DEVICE), None, None,
+               torch.rand(3, 1, 4, generator=_gen(seed + 7), dtype=torch.float64).to(acc).to(DEVICE), None, None,
                None, None, torch.tensor([0.5], dtype=dtype, device=DEVICE)]
     elems = [int(Elem.BCE), int(Elem.HINGE), int(Elem.HALF_SQUARE), int(Elem.LINEAR), int(Elem.ABS),
              int(Elem.SOFTPLUS_NEG), int(Elem.SQ_RELU_ABOVE), int(Elem.SQ_RELU_BELOW)]

@@ -525,3 +525,151 @@ def test_compile_dynamic_fullgraph(backend):
     for n, center, gamma, w in ((6, 1.0, 10.0, 2.0), (9, 0.5, 3.0, 1.5)):
         r, f, g = torch.randn(n), torch.randn(n + 1), torch.randn(n, 3)
         torch.testing.assert_close(compiled(r, f, g, center, gamma, w), step(r, f, g, center, gamma, w))
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 9: tensor labels and weights are read in their own precision (the acc dtype: float32 for
+# half logits), never rounded to the logits' dtype: an fp32 label 0.9 or weight 1.001 beside
+# bf16 / fp16 logits gives an fp32-level loss (rounded to bf16 they gave 1e-3 relative error).
+# The yardstick: the fp64 reference with the exact fp32 values.
+
+_LABEL, _WEIGHT = 0.9, 1.001  # neither is a bf16 or fp16 number
+_ITEM9_RTOL = 3e-6  # fp32 level (measured <= 1.3e-6); rounded operands gave 7e-6 (fp16) to 1e-3 (bf16)
+
+
+def _item9_logits(dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    r, f = (torch.randn(6, 11, generator=g, dtype=_F64) * 2 for _ in range(2))
+    return r.to(dtype), f.to(dtype)
+
+
+def _item9_operand(value, mode, like):
+    """value as an fp32 tensor: one element ("scalar") or one per logit ("full")."""
+    shape = (1,) if mode == "scalar" else like.shape
+    return torch.full(shape, value, dtype=_F32)
+
+
+def _rel_err(got, want) -> float:
+    return abs(got.double().item() - want.item()) / max(abs(want.item()), 1e-300)
+
+
+def _item9_cases(r, f, mode):
+    """(what, loss(backend), fp64 reference loss) of every term that reads a label or weight."""
+    lab = _item9_operand(_LABEL, mode, r)
+    flab = _item9_operand(1 - _LABEL, mode, f)
+    rw, fw = _item9_operand(_WEIGHT, mode, r), _item9_operand(_WEIGHT, mode, f)
+    d64 = lambda t: t.double()  # noqa: E731  (the exact fp32 values)
+    R = fg.reference
+    for red in ("mean", "sum"):
+        for kind in ("ns", "mm", "ls"):  # the kinds whose terms read a label
+            yield (f"{kind} D labels {red}",
+                   lambda b, kind=kind, red=red: fg.discriminator_loss(
+                       r, f, kind, reduction=red, real_label=lab, fake_label=flab, backend=b),
+                   R.discriminator_loss(d64(r), d64(f), kind, reduction=red, real_label=d64(lab).expand_as(r),
+                                        fake_label=d64(flab).expand_as(f)))
+        yield (f"ls G target {red}",
+               lambda b, red=red: fg.generator_loss(f, "ls", reduction=red, target=lab, backend=b),
+               R.generator_loss(d64(f), "ls", reduction=red, target=d64(lab).expand_as(f)))
+        for kind in ALL_KINDS:
+            if kind == "rsgan":  # takes no weights
+                continue
+            yield (f"{kind} D weights {red}",
+                   lambda b, kind=kind, red=red: fg.discriminator_loss(
+                       r, f, kind, reduction=red, real_weight=rw, fake_weight=fw, backend=b),
+                   R.discriminator_loss(d64(r), d64(f), kind, reduction=red, real_weight=d64(rw).expand_as(r),
+                                        fake_weight=d64(fw).expand_as(f)))
+            if kind not in fg.reference.RELATIVISTIC_KINDS:
+                yield (f"{kind} G weight {red}",
+                       lambda b, kind=kind, red=red: fg.generator_loss(f, kind, reduction=red, weight=fw, backend=b),
+                       R.generator_loss(d64(f), kind, reduction=red, weight=d64(fw).expand_as(f)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["scalar", "full"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fp32_labels_and_weights_keep_their_precision(backend, mode, dtype):
+    r, f = _item9_logits(dtype, 9)
+    bad = []
+    for what, run, want in _item9_cases(r, f, mode):
+        got = run(backend)
+        assert got.dtype == _F32, f"{what}: loss dtype {got.dtype}"
+        err = _rel_err(got, want)
+        if not err <= _ITEM9_RTOL:
+            bad.append(f"{what}: relative error {err:.2e}")
+    assert not bad, "; ".join(bad)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_raw_op_reads_fp32_operands_of_half_logits(backend, dtype):
+    """fusedgan::loss_terms (or its Triton twin) itself: an fp32 label / weight beside half logits
+    is read as is (and a half one, as before, exactly)."""
+    op = torch.ops.fusedgan.triton_loss_terms if backend == "triton" else torch.ops.fusedgan.loss_terms
+    r, _ = _item9_logits(dtype, 10)
+    x = r.reshape(-1)
+    lab32, w32 = torch.full_like(x, _LABEL, dtype=_F32), torch.full((1,), _WEIGHT, dtype=_F32)
+    for lab, w in ((lab32, w32), (lab32.to(dtype), w32.to(dtype))):
+        total = op([x], [lab], [w], [int(fg.codes.Elem.BCE)], [0.0], [1.0],
+                                              int(fg.codes.Reduction.MEAN), [True])[0]
+        want = fg.reference.loss_terms([x.double()], [lab.double()], [w.double()], [int(fg.codes.Elem.BCE)],
+                                       [0.0], [1.0], int(fg.codes.Reduction.MEAN))[0]
+        assert _rel_err(total, want) <= _ITEM9_RTOL, f"labels {lab.dtype}: {_rel_err(total, want):.2e}"
+
+
+@pytest.mark.skipif(not backends.can_run("cpu", "cpu"), reason="needs the CPU extension")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_drop_in_bce_fp32_target_and_weight_of_half_input(dtype):
+    """torch's dtype rule (item 11) and torch's accuracy: fp32 target 0.9, weight and pos_weight
+    1.001 beside a half input, against torch in fp64 on the same values."""
+    r, _ = _item9_logits(dtype, 11)
+    t = torch.full(r.shape, _LABEL, dtype=_F32)
+    w = torch.full(r.shape[-1:], _WEIGHT, dtype=_F32)
+    for red in ("mean", "sum"):
+        for pw in (None, w):
+            got = fg.compat.binary_cross_entropy_with_logits(r, t, w, reduction=red, pos_weight=pw)
+            want = _torch_bce(r, t, w, reduction=red, pos_weight=pw)
+            ref = _torch_bce(r.double(), t.double(), w.double(), reduction=red,
+                             pos_weight=None if pw is None else pw.double())
+            assert got.dtype == want.dtype
+            _ulp_err_ok(got, want, ref, f"bce {dtype} {red} pos_weight={pw is not None}")
+            assert _rel_err(got, ref) <= _ITEM9_RTOL, f"bce {dtype} {red}: {_rel_err(got, ref):.2e}"
+    got = fg.compat.mse_loss(r, t)
+    assert _rel_err(got, _torch_mse(r.double(), t.double())) <= _ITEM9_RTOL
+
+
+class _Casts(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the dtype conversions (aten::_to_copy) and the dtypes the loss kernel received."""
+
+    def __init__(self):
+        super().__init__()
+        self.casts, self.kernel = [], []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name()
+        if name.startswith("aten::_to_copy"):
+            self.casts.append((args[0].dtype, (kwargs or {}).get("dtype")))
+        elif name.split(".")[0] in ("fusedgan::loss_terms", "fusedgan::triton_loss_terms"):
+            self.kernel.append([[None if t is None else t.dtype for t in ts] for ts in args[:3]])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+def test_fp32_operands_of_half_logits_are_not_copied(backend):
+    """An fp32 label / weight / target beside bf16 logits reaches the kernel as is, and so do the
+    logits: no cast pass over any of them (forward)."""
+    r, f = _item9_logits(torch.bfloat16, 12)
+    lab, w = torch.full(r.shape, _LABEL, dtype=_F32), torch.full(r.shape, _WEIGHT, dtype=_F32)
+    bf, f32 = torch.bfloat16, _F32
+    calls = (
+        (lambda: fg.discriminator_loss(r, f, "ls", real_label=lab, real_weight=w, backend=backend),
+         [[bf, bf], [f32, None], [f32, None]]),
+        (lambda: fg.compat.binary_cross_entropy_with_logits(r, lab, w), [[bf], [f32], [f32]]),
+        (lambda: fg.compat.binary_cross_entropy_with_logits(r, lab, reduction="sum"), [[bf], [f32], [None]]),
+        (lambda: fg.compat.mse_loss(r, lab), [[bf], [f32], [None]]),
+    )
+    with fg.use_backend(backend):
+        for i, (call, want) in enumerate(calls):
+            with _Casts() as rec:
+                call()
+            assert rec.kernel == [want], f"call {i}: the kernel received {rec.kernel}"
+            assert rec.casts == [], f"call {i}: casts {rec.casts}"

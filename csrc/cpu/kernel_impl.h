@@ -69,6 +69,13 @@ FG_INLINE double hsum_compensated(const Vectorized<A>& sum, const Vectorized<A>&
   return total;
 }
 
+// K vectors of an acc-dtype operand (labels, weights: read in their own precision, never rounded
+// to the logits' half dtype) for one step of cnt <= kStep elements.
+template <int K, class V, class A>
+FG_INLINE void load_acc(const A* p, int64_t cnt, V* out) {
+  for (int k = 0; k < K; ++k) out[k] = V::loadu(p + static_cast<int64_t>(k) * V::size(), lanes<V>(cnt, k));
+}
+
 // Sum over [begin, end) of term `a` of w * value; writes grad and values.  Returned in double.
 // With kStats also adds the unweighted sums of x, sigmoid(x), [x > 0] and [x < 0] into
 // stats[0..3] (kStatCols).
@@ -83,16 +90,16 @@ double term_range(const TermArgs& a, int64_t begin, int64_t end, double* stats) 
   static_assert(kRun % kStep == 0);
 
   const S* x = static_cast<const S*>(a.x);
-  const S* lab = static_cast<const S*>(a.label);
-  const S* wt = static_cast<const S*>(a.weight);
+  const A* lab = static_cast<const A*>(a.label);  // labels and weights: acc dtype
+  const A* wt = static_cast<const A*>(a.weight);
   S* grad = static_cast<S*>(a.grad);
   S* vals = static_cast<S*>(a.values);
   const bool lab_full = a.label_mode == Operand::FULL;
   const bool has_w = a.weight_mode != Operand::ARG;
   const bool w_full = a.weight_mode == Operand::FULL;
   // Broadcast operands are read from memory here, so callers never need .item().
-  const V t_b(a.label_mode == Operand::SCALAR ? static_cast<A>(lab[0]) : static_cast<A>(a.label_value));
-  const V w_b(a.weight_mode == Operand::SCALAR ? static_cast<A>(wt[0]) : A(1));
+  const V t_b(a.label_mode == Operand::SCALAR ? lab[0] : static_cast<A>(a.label_value));
+  const V w_b(a.weight_mode == Operand::SCALAR ? wt[0] : A(1));
   const V gscale(static_cast<A>(a.grad_scale));
   const V vscale(static_cast<A>(a.value_scale));
   const V zero(A(0));
@@ -104,9 +111,9 @@ double term_range(const TermArgs& a, int64_t begin, int64_t end, double* stats) 
                   bool tail) FG_INLINE_LAMBDA {
     V xv[K], tv[K], wv[K], gv[K], vv[K];
     IO::load(x + j, cnt, xv);
-    if (lab_full) IO::load(lab + j, cnt, tv);
+    if (lab_full) load_acc<K>(lab + j, cnt, tv);
     else for (int k = 0; k < K; ++k) tv[k] = t_b;
-    if (w_full) IO::load(wt + j, cnt, wv);
+    if (w_full) load_acc<K>(wt + j, cnt, wv);
     else for (int k = 0; k < K; ++k) wv[k] = w_b;
     for (int k = 0; k < K; ++k) {
       V v, g;

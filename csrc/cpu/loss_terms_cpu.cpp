@@ -82,19 +82,21 @@ Dtype dtype_code(at::ScalarType st) {
   }
 }
 
-// Label or weight operand of term i: checked, made contiguous, kept alive in `keep`.
-Operand operand(const std::optional<at::Tensor>& opt, const at::Tensor& x, const char* what, size_t i,
-                const void** ptr, c10::SmallVectorImpl<at::Tensor>& keep) {
+// Label or weight operand of term i: checked, in the acc dtype (`acc`: read in its own precision,
+// never rounded to half logits; an operand of another floating dtype is converted once, none when
+// it already has it), contiguous, kept alive in `keep`.
+Operand operand(const std::optional<at::Tensor>& opt, const at::Tensor& x, at::ScalarType acc, const char* what,
+                size_t i, const void** ptr, c10::SmallVectorImpl<at::Tensor>& keep) {
   if (!opt.has_value() || !opt->defined()) return Operand::ARG;
   const at::Tensor& t = *opt;
-  TORCH_CHECK(t.scalar_type() == x.scalar_type(), "fusedgan::loss_terms: ", what, "[", i,
-              "] has dtype ", t.scalar_type(), " but logits[", i, "] has dtype ", x.scalar_type());
+  TORCH_CHECK(t.is_floating_point(), "fusedgan::loss_terms: ", what, "[", i,
+              "] must be a floating-point tensor, got dtype ", t.scalar_type());
   TORCH_CHECK(t.device() == x.device(), "fusedgan::loss_terms: ", what, "[", i, "] is on ",
               t.device(), " but logits[", i, "] is on ", x.device());
   const int64_t n = t.numel();
   TORCH_CHECK(n == 1 || n == x.numel(), "fusedgan::loss_terms: ", what, "[", i, "] must have 1 or ",
               x.numel(), " elements (the logits' numel), got ", n);
-  keep.push_back(t.contiguous());
+  keep.push_back(t.scalar_type() == acc ? t.contiguous() : t.to(acc).contiguous());
   *ptr = keep.back().const_data_ptr();
   return n == 1 ? Operand::SCALAR : Operand::FULL;
 }
@@ -148,8 +150,8 @@ LossTermsOut loss_terms_impl(
     a.n = x.numel();
     a.elem = static_cast<int>(elems[i]);
     a.label_value = label_values[i];
-    a.label_mode = operand(labels.get(i), x, "labels", i, &a.label, keep);
-    a.weight_mode = operand(weights.get(i), x, "weights", i, &a.weight, keep);
+    a.label_mode = operand(labels.get(i), x, acc_st, "labels", i, &a.label, keep);
+    a.weight_mode = operand(weights.get(i), x, acc_st, "weights", i, &a.weight, keep);
     a.value_scale = coefs[i];
     a.grad_scale = red == Reduction::MEAN ? coefs[i] / static_cast<double>(a.n) : coefs[i];
     const auto opts = x.options();

@@ -16,8 +16,8 @@ using fusedgan::Operand;
 
 struct TermArgs {
   const void* x = nullptr;
-  const void* label = nullptr;   // ARG: unused
-  const void* weight = nullptr;  // ARG: weight 1
+  const void* label = nullptr;   // acc dtype (float, double for double logits); ARG: unused
+  const void* weight = nullptr;  // acc dtype; ARG: weight 1
   void* grad = nullptr;          // nullptr: no gradient wanted
   void* values = nullptr;        // nullptr: no per-element values wanted (reduction != NONE)
   int64_t n = 0;

@@ -86,8 +86,8 @@ constexpr int kUnrollFor = (E == Elem::SOFTPLUS_NEG && sizeof(S) == 4 && kUnroll
 
 struct TermDev {
   const void* x;
-  const void* label;
-  const void* weight;
+  const void* label;   // acc dtype (labels and weights are read in their own precision)
+  const void* weight;  // acc dtype
   const void* go;  // loss_grads: grad_output (SCALAR: one acc-dtype element; FULL: x's dtype)
   void* grad;      // nullptr: no gradient wanted
   void* values;    // nullptr: reduction is not NONE
@@ -120,6 +120,21 @@ struct LaunchArgs {
   bool write_total;  // last group of terms: total = sum of all terms, in order
 };
 
+// Pack p of V elements of an acc-dtype operand (a label or weight), as 16-byte loads: two for the
+// 8-element packs of 2-byte logits (the operand array is 16-byte aligned: all_aligned).
+template <class A, int V>
+__device__ __forceinline__ Pack<A, V> load_acc_pack(const A* base, int64_t p) {
+  constexpr int W = V < kVec<A> ? V : kVec<A>;  // elements per load
+  Pack<A, V> out;
+#pragma unroll
+  for (int h = 0; h < V / W; ++h) {
+    const Pack<A, W> part = load_pack<A, W>(base, p * (V / W) + h);
+#pragma unroll
+    for (int k = 0; k < W; ++k) out.v[h * W + k] = part.v[k];
+  }
+  return out;
+}
+
 template <class A>
 __device__ __forceinline__ A sigmoid(A x) {
   // d BCE(x, t = 0) / dx = sigmoid(x): the shared formula, not a second one.  The unused value
@@ -140,8 +155,8 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
   using P = Pack<S, V>;
   constexpr bool kGrads = K == kGradsOnly;
   const S* x = static_cast<const S*>(a.x);
-  const S* lab = static_cast<const S*>(a.label);
-  const S* wt = static_cast<const S*>(a.weight);
+  const A* lab = static_cast<const A*>(a.label);
+  const A* wt = static_cast<const A*>(a.weight);
   const S* gop = static_cast<const S*>(a.go);
   S* grad = static_cast<S*>(a.grad);
   S* vals = static_cast<S*>(a.values);
@@ -149,8 +164,8 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
   const bool has_w = a.weight_mode != ARG;
   const bool w_full = !PLAIN && a.weight_mode == FULL;
   const bool go_full = !PLAIN && kGrads && a.go_mode == FULL;
-  const A t_b = a.label_mode == SCALAR ? static_cast<A>(lab[0]) : static_cast<A>(a.label_value);
-  const A w_b = a.weight_mode == SCALAR ? static_cast<A>(wt[0]) : A(1);
+  const A t_b = a.label_mode == SCALAR ? lab[0] : static_cast<A>(a.label_value);
+  const A w_b = a.weight_mode == SCALAR ? wt[0] : A(1);
   const A go_b = kGrads && a.go_mode == SCALAR ? static_cast<const A*>(a.go)[0] : A(1);
   const A gscale = static_cast<A>(a.grad_scale);
   const A vscale = static_cast<A>(a.value_scale);
@@ -191,15 +206,16 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
     for (int u = 0; u < kUnrollFor<S, E, K, PLAIN>; ++u) {
       const int64_t p = p0 + u * stride;
       if (p >= npack) break;
-      P tp, wp, gp, vp, op;
-      if (lab_full) tp = load_pack<S, V>(lab, p);
-      if (w_full) wp = load_pack<S, V>(wt, p);
+      P gp, vp, op;
+      Pack<A, V> tp, wp;
+      if (lab_full) tp = load_acc_pack<A, V>(lab, p);
+      if (w_full) wp = load_acc_pack<A, V>(wt, p);
       if (go_full) op = load_pack<S, V>(gop, p);
 #pragma unroll
       for (int k = 0; k < V; ++k) {
         A g, v;
-        one(static_cast<A>(xp[u].v[k]), lab_full ? static_cast<A>(tp.v[k]) : t_b,
-            w_full ? static_cast<A>(wp.v[k]) : w_b, go_full ? static_cast<A>(op.v[k]) : go_b, g, v);
+        one(static_cast<A>(xp[u].v[k]), lab_full ? tp.v[k] : t_b,
+            w_full ? wp.v[k] : w_b, go_full ? static_cast<A>(op.v[k]) : go_b, g, v);
         gp.v[k] = static_cast<S>(g);
         if constexpr (!kGrads) vp.v[k] = static_cast<S>(v);
       }
@@ -212,8 +228,8 @@ __device__ __forceinline__ void run_term(const TermDev& a, int64_t first, int64_
   // Scalar path: the whole term when unaligned, else the tail after the last full pack.
   for (int64_t j = npack * V + first; j < a.n; j += stride) {
     A g, v;
-    one(static_cast<A>(x[j]), lab_full ? static_cast<A>(lab[j]) : t_b,
-        w_full ? static_cast<A>(wt[j]) : w_b, go_full ? static_cast<A>(gop[j]) : go_b, g, v);
+    one(static_cast<A>(x[j]), lab_full ? lab[j] : t_b,
+        w_full ? wt[j] : w_b, go_full ? static_cast<A>(gop[j]) : go_b, g, v);
     if (grad) grad[j] = static_cast<S>(g);
     if constexpr (!kGrads) {
       if (vals) vals[j] = static_cast<S>(v);
@@ -340,19 +356,22 @@ void with_plain(const TermDev& a, F&& f) {
   else f(std::false_type{});
 }
 
-// Label or weight operand of term i: checked, made contiguous, kept alive in `keep`.
+// Label or weight operand of term i: checked, in the acc dtype (read in its own precision, never
+// rounded to half logits; another floating dtype is converted once, none when it already has
+// it), contiguous, kept alive in `keep`.
 int operand(const std::optional<at::Tensor>& opt, const at::Tensor& x, const char* op, const char* what,
             size_t i, const void** ptr, std::vector<at::Tensor>& keep) {
   if (!opt.has_value() || !opt->defined()) return ARG;
   const at::Tensor& t = *opt;
-  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", what, "[", i, "] has dtype ",
-              t.scalar_type(), " but logits[", i, "] has dtype ", x.scalar_type());
+  TORCH_CHECK(t.is_floating_point(), op, ": ", what, "[", i, "] must be a floating-point tensor, got dtype ",
+              t.scalar_type());
   TORCH_CHECK(t.device() == x.device(), op, ": ", what, "[", i, "] is on ", t.device(),
               " but logits[", i, "] is on ", x.device());
   const int64_t n = t.numel();
   TORCH_CHECK(n == 1 || n == x.numel(), op, ": ", what, "[", i, "] must have 1 or ", x.numel(),
               " elements (the logits' numel), got ", n);
-  keep.push_back(t.contiguous());
+  const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  keep.push_back(t.scalar_type() == acc ? t.contiguous() : t.to(acc).contiguous());
   *ptr = keep.back().const_data_ptr();
   return n == 1 ? SCALAR : FULL;
 }
