@@ -73,5 +73,15 @@ def test_reference_is_twice_differentiable():
 
 
 def test_elem_enum_values():
-    assert [e.value for e in Elem] == [0, 1, 2, 3, 4, 5]
+    assert [e.value for e in Elem] == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert set(reference.ELEM_VALUE) == set(Elem)  # a formula for every code
+
+
+def test_sq_relu_elems_hand_values():
+    x = torch.tensor([1.0, 3.0, -2.0], dtype=torch.float64)
+    t = torch.tensor(2.0, dtype=torch.float64)
+    assert reference.elem_value(Elem.SQ_RELU_ABOVE, x, t).tolist() == [0.0, 1.0, 0.0]
+    assert reference.elem_value(Elem.SQ_RELU_BELOW, x, t).tolist() == [1.0, 0.0, 16.0]
+    with pytest.raises(ValueError, match="^elem:"):
+        reference.elem_value(8, x, t)
     assert fg.kinds.REDUCTIONS == {"none": 0, "mean": 1, "sum": 2}
