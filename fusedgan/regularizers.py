@@ -214,8 +214,8 @@ class LeCamRegularizer(nn.Module):
     device memory, ``SQ_RELU_BELOW`` on f with ``ema_real``) and, in training mode, the sums of
     the logits (``loss_terms_stats``' ``SUM_X`` column) from the same reads; the means and the two
     ``lerp_`` updates are tiny device ops.  The averages reach the kernel as labels do
-    (``plan.aux_tensor``): today in the logits' dtype, so with float16/bfloat16 logits the
-    thresholds are rounded to it (the buffers themselves stay float32).
+    (``plan.aux_tensor``): in the maths dtype (float32, float64 for float64 logits), so with
+    float16/bfloat16 logits the float32 thresholds are read unrounded.
 
     Under DistributedDataParallel each rank updates its own buffers from its own batch, so the
     ranks' averages differ slightly (and the module is usually not inside the DDP wrapper, which
