@@ -7,8 +7,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-# asan is not in the default list: on 2026-12-03 its pytest process died silently after ~80 tests
-# (no ASan report, no junit file); run it by hand (STAGES=asan) until that is understood.
+# asan is not in the default list yet: its silent death after ~80 tests is understood and fixed
+# (libstdc++ preloaded with libasan, see the stage), but it does not fit the CI budget (about 5 min):
+# on 2026-12-03 (load 12-15) its two test files took 10.5 min even on the uninstrumented build
+# (1346 passed) and its uncached ASan build over an hour.  A narrower test selection is to come.
+# Run it with STAGES=asan.
 STAGES=${STAGES:-"install python triton gpu-compile bench compat cpp ptxas"}
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"  # torch's own guess goes wrong with /usr/local/bin/nvcc
 export MAX_JOBS="${MAX_JOBS:-2}"
@@ -175,22 +178,39 @@ fi
 
 if want asan; then
   # The CPU kernels built with AddressSanitizer (FUSEDGAN_SANITIZE=address, -O1) in a copy of the
-  # tree, running the kernel tests that reach the edge cases (empty terms, NaN/inf, penalties):
-  # an out-of-bounds read or write fails the stage.  libasan must be loaded first: LD_PRELOAD.
+  # tree kept under ~/.cache/fusedgan-asan (its build/ too: a rerun recompiles only what changed),
+  # running the kernel tests that reach the edge cases (empty terms, all-empty scales, NaN/inf,
+  # penalties): an out-of-bounds read or write fails the stage.
+  # libasan must be loaded first (LD_PRELOAD), and libstdc++ with it: python does not link
+  # libstdc++, so with libasan alone ASan's __cxa_throw interceptor finds no real __cxa_throw and
+  # the first C++ exception (torch's or libtriton's) dies in an ASan CHECK, written to the stderr
+  # that pytest captures: the process vanished without a report or a junit file.  The reports go to
+  # files (log_path) and are printed here.
   banner "AddressSanitizer build of the CPU kernels + focused kernel tests"
-  asan_dir=$(mktemp -d)
+  asan_t0=$SECONDS
+  asan_dir="${FUSEDGAN_ASAN_CACHE:-$HOME/.cache/fusedgan-asan}/tree"
+  asan_logs=$(mktemp -d)
   libasan=$("${CXX:-c++}" -print-file-name=libasan.so)
+  libstdcxx=$(readlink -f "$("${CXX:-c++}" -print-file-name=libstdc++.so)")
+  mkdir -p "$asan_dir"
+  find "$asan_dir" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
   git ls-files -z --cached --others --exclude-standard | tar --null -cf - -T - | tar -xf - -C "$asan_dir"
   pushd "$asan_dir" >/dev/null
   if FUSEDGAN_SANITIZE=address FUSEDGAN_BUILD_CUDA=0 FUSEDGAN_BUILD_EXT=1 "$PY" setup.py build_ext --inplace \
       >"$asan_dir/build.log" 2>&1; then
-    LD_PRELOAD="$libasan" ASAN_OPTIONS="detect_leaks=0:halt_on_error=1" FUSEDGAN_BACKEND= FUSEDGAN_NO_TRITON=1 \
+    echo "asan: built (t=$((SECONDS - asan_t0))s)"
+    LD_PRELOAD="$libasan $libstdcxx" ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:log_path=$asan_logs/asan" \
+      FUSEDGAN_BACKEND= FUSEDGAN_NO_TRITON=1 \
       run_pytest asan tests/test_hardening.py tests/test_penalties.py -q -x -p no:cacheprovider -k "not compile"
+    if compgen -G "$asan_logs/asan*" > /dev/null; then
+      cat "$asan_logs"/asan*; echo "stage asan FAILED (AddressSanitizer report above)"; status=1; failed_stages=$((failed_stages + 1))
+    fi
   else
     tail -30 "$asan_dir/build.log"; echo "stage asan FAILED (build)"; status=1; failed_stages=$((failed_stages + 1))
   fi
   popd >/dev/null
-  rm -rf "$asan_dir"
+  rm -rf "$asan_logs"
+  echo "asan: stage time $((SECONDS - asan_t0))s"
 fi
 
 banner "summary (total time $((SECONDS - t0))s)"
