@@ -126,6 +126,9 @@ struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
     ctx->saved_data["ints"] = std::move(ints);
     ctx->saved_data["floats"] = std::move(label_values);
     ctx->mark_non_differentiable(stats ? variable_list{o.terms, o.stats} : variable_list{o.terms});
+    // backward reads only the defined grad_outputs: no zeros for the terms and stats (one
+    // allocation and fill per step)
+    ctx->set_materialize_grads(false);
     return pack_outputs(reduction, o);
   }
 
