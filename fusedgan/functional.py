@@ -136,6 +136,24 @@ def _d_tensors(plan, kind, reals, fakes, names, dtype, labels, weights) -> tuple
     return logits, labs, ws
 
 
+_MISS = object()
+
+
+def _d_remembered(key, real, fake, kind: str, labels: tuple, backend):
+    """A repeated discriminator call through its remembered plan, or _MISS when there is none."""
+    hit = _D_PLANS.get(key)
+    if hit is None or type(real) is not Tensor or type(fake) is not Tensor:
+        return _MISS
+    plan, plain = hit
+    if plain and _plain((real, fake)):
+        return P.run_logits(plan, [real, fake], real.device, backend)
+    dtype = _check_all((real, fake), _D_NAMES)
+    if plan.reduction == _NONE_CODE:
+        dtype = P.none_dtype(dtype, real.device)
+    tensors = _d_tensors(plan, kind, [real], [fake], _D_NAMES_SPLIT, dtype, labels, (None, None))
+    return P.execute(P.Bound(plan, tensors, real.device, dtype, (real.numel(), fake.numel())), backend)
+
+
 def discriminator_loss(
     real,
     fake,
@@ -172,16 +190,9 @@ def discriminator_loss(
     labels = (real_label, fake_label)
     key = _memo_key(kind, reduction, labels, scale_reduction, return_per_scale, return_stats)
     if key is not None and real_weight is None and fake_weight is None and scale_weights is None:
-        hit = _D_PLANS.get(key)
-        if hit is not None and type(real) is Tensor and type(fake) is Tensor:
-            plan, plain = hit
-            if plain and _plain((real, fake)):
-                return P.run_logits(plan, [real, fake], real.device, backend)
-            dtype = _check_all((real, fake), _D_NAMES)
-            if plan.reduction == _NONE_CODE:
-                dtype = P.none_dtype(dtype, real.device)
-            tensors = _d_tensors(plan, kind, [real], [fake], _D_NAMES_SPLIT, dtype, labels, (None, None))
-            return P.execute(P.Bound(plan, tensors, real.device, dtype, (real.numel(), fake.numel())), backend)
+        out = _d_remembered(key, real, fake, kind, labels, backend)
+        if out is not _MISS:
+            return out
     kind_spec(kind)
     red = reduction_code(reduction)
     reals, fakes, is_list = _pair_scales(real, fake)
