@@ -20,7 +20,10 @@
 // cost ~40 us per step on a 64-element logit map; this one costs a few.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/mul.h>
-#include <torch/csrc/autograd/custom_function.h>
+#include <ATen/FuncTorchTLS.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include <vector>
@@ -33,7 +36,6 @@ namespace fusedgan {
 namespace {
 
 using at::Tensor;
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptList = OptTensorList;
 
@@ -89,124 +91,150 @@ bool is_one(const Tensor& g, const Tensor& grad) {
   }
 }
 
-struct Args {  // the non-tensor arguments, as saved in the context
+struct Args {  // the non-tensor arguments, as saved by the node
   std::vector<int64_t> elems;
   std::vector<double> label_values, coefs;
   int64_t reduction;
 };
 
-// given = logits (n) followed by the labels and weights that are present (present[j], j < 2n).
-struct GanLossFunction : public torch::autograd::Function<GanLossFunction> {
-  static variable_list forward(AutogradContext* ctx, at::TensorList given, int64_t n, c10::List<bool> present,
-                               std::vector<int64_t> elems, std::vector<double> label_values,
-                               std::vector<double> coefs, int64_t reduction, bool stats, bool triton) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    const std::vector<Tensor> inputs = expand_inputs(given, n, present);
-    const at::ArrayRef<Tensor> all(inputs);
-    const bool recompute = recompute_gradient(inputs[0], triton);
-    c10::List<bool> need;
-    bool aux_need_grad = false;
-    for (size_t i = 0; i < given.size(); ++i) {
-      if (i < static_cast<size_t>(n)) need.push_back(!recompute && given[i].requires_grad());
-      else aux_need_grad = aux_need_grad || given[i].requires_grad();
-    }
-    LossTermsOut o = call_loss_terms(triton, stats, all.slice(0, n), to_opt_list(all.slice(n, n)),
-                                     to_opt_list(all.slice(2 * n, n)), elems, label_values, coefs,
-                                     reduction, need);
-    // Saved: the gradients (none when backward recomputes them), then the given tensors.
-    std::vector<Tensor> saved;
-    if (!recompute) saved.assign(o.grads.begin(), o.grads.end());
-    saved.insert(saved.end(), given.begin(), given.end());
-    ctx->save_for_backward(saved);
-    // Two entries (each one costs a hash-map insertion per step): the integers and the floats.
-    std::vector<int64_t> ints{n, reduction, recompute, triton, aux_need_grad};
-    for (bool p : present) ints.push_back(p);
-    ints.insert(ints.end(), elems.begin(), elems.end());
-    label_values.insert(label_values.end(), coefs.begin(), coefs.end());
-    ctx->saved_data["ints"] = std::move(ints);
-    ctx->saved_data["floats"] = std::move(label_values);
-    ctx->mark_non_differentiable(stats ? variable_list{o.terms, o.stats} : variable_list{o.terms});
-    return pack_outputs(reduction, o);
-  }
+// The backward of one gan_loss call.  A hand-written autograd Node rather than a
+// torch::autograd::Function: no per-step demangled name, no context hash map of IValues, no
+// zero gradients for the non-differentiable outputs; the same saved tensors and arithmetic.
+// Inputs: given = logits (n) followed by the labels and weights that are present (present[j],
+// j < 2n); outputs with a gradient: the total (MEAN/SUM) or the n values (NONE).
+struct GanLossBackward : public torch::autograd::Node {
+  std::vector<torch::autograd::SavedVariable> saved;  // the gradients (none when recomputed), then given
+  std::vector<bool> present;
+  Args a;
+  int64_t n = 0;
+  bool recompute = false, triton = false, aux_need_grad = false;
 
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const std::vector<int64_t> ints = ctx->saved_data["ints"].toIntVector();
-    const std::vector<double> floats = ctx->saved_data["floats"].toDoubleVector();
-    const int64_t n = ints[0];
-    const bool recompute = ints[2], triton = ints[3], aux_need_grad = ints[4];
-    c10::List<bool> present;
-    for (int64_t j = 0; j < 2 * n; ++j) present.push_back(ints[5 + j] != 0);
-    const Args a{std::vector<int64_t>(ints.begin() + 5 + 2 * n, ints.end()),
-                 std::vector<double>(floats.begin(), floats.begin() + n),
-                 std::vector<double>(floats.begin() + n, floats.end()), ints[1]};
-    const variable_list saved = ctx->get_saved_variables();
-    const size_t lead = recompute ? 0 : static_cast<size_t>(n);  // saved gradients first
-    const at::TensorList given(saved.data() + lead, saved.size() - lead);
-    const std::vector<Tensor> inputs = expand_inputs(given, n, present);
-    // grad_outputs[i] for term i (NONE: its values; else the one total).
-    OptList g_outs;
+  std::string name() const override { return "GanLossBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& v : saved) v.reset_data();  // a second backward raises torch's "backward twice"
+  }
+  variable_list apply(variable_list&& grad_outputs) override;
+  void exact(const std::vector<Tensor>& inputs, size_t num_given, const variable_list& grad_outputs,
+             variable_list& grads);
+};
+
+variable_list GanLossBackward::apply(variable_list&& grad_outputs) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  variable_list saved_t;
+  saved_t.reserve(saved.size());
+  for (const auto& v : saved) saved_t.push_back(v.unpack());
+  const size_t lead = recompute ? 0 : static_cast<size_t>(n);  // saved gradients first
+  const at::TensorList given(saved_t.data() + lead, saved_t.size() - lead);
+  c10::List<bool> present_list;
+  for (bool p : present) present_list.push_back(p);
+  const std::vector<Tensor> inputs = expand_inputs(given, n, present_list);
+  // grad_outputs[i] for term i (NONE: its values; else the one total).
+  OptList g_outs;
+  for (int64_t i = 0; i < n; ++i) {
+    const Tensor& g = grad_outputs[is_none(a.reduction) ? i : 0];
+    g_outs.push_back(g.defined() && task_should_compute_output(i) ? std::optional<Tensor>(g) : std::nullopt);
+  }
+  variable_list grads(given.size());
+  if (at::GradMode::is_enabled() || aux_need_grad) {
+    exact(inputs, given.size(), grad_outputs, grads);
+    return grads;
+  }
+  if (recompute) {
+    const at::ArrayRef<Tensor> all(inputs);
+    std::vector<Tensor> got = call_loss_grads(triton, all.slice(0, n), to_opt_list(all.slice(n, n)),
+                                              to_opt_list(all.slice(2 * n, n)), a.elems, a.label_values,
+                                              a.coefs, a.reduction, g_outs);
     for (int64_t i = 0; i < n; ++i) {
-      const Tensor& g = grad_outputs[is_none(a.reduction) ? i : 0];
-      g_outs.push_back(g.defined() && ctx->needs_input_grad(i) ? std::optional<Tensor>(g) : std::nullopt);
-    }
-    variable_list grads(given.size() + 8);  // given's tensors, then the 8 other arguments
-    if (at::GradMode::is_enabled() || aux_need_grad) {
-      exact(ctx, inputs, given.size(), a, grad_outputs, grads);
-      return grads;
-    }
-    if (recompute) {
-      const at::ArrayRef<Tensor> all(inputs);
-      std::vector<Tensor> got =
-          call_loss_grads(triton, all.slice(0, n), to_opt_list(all.slice(n, n)),
-                          to_opt_list(all.slice(2 * n, n)), a.elems, a.label_values, a.coefs, a.reduction, g_outs);
-      for (int64_t i = 0; i < n; ++i) {
-        if (g_outs.get(i).has_value()) grads[i] = std::move(got[i]);
-      }
-      return grads;
-    }
-    for (int64_t i = 0; i < n; ++i) {
-      const std::optional<Tensor> g_out = g_outs.get(i);
-      if (!g_out.has_value()) continue;
-      if (is_one(*g_out, saved[i])) {
-        grads[i] = saved[i];  // loss.backward(): the saved gradient is the gradient
-      } else if (saved[i].is_cpu() && g_out->is_cpu()) {
-        // The gradient is as large as the logits: a pooled buffer (warm, mapped pages).
-        Tensor out = cpu::pooled_empty(saved[i].sizes(), saved[i].options());
-        grads[i] = at::mul_out(out, saved[i], *g_out);
-      } else {
-        grads[i] = at::mul(saved[i], *g_out);
-      }
+      if (g_outs.get(i).has_value()) grads[i] = std::move(got[i]);
     }
     return grads;
   }
-
-  // Gradients of every order through fusedgan::loss_terms_exact_backward (the reference).
-  static void exact(AutogradContext* ctx, const std::vector<Tensor>& inputs, size_t num_given, const Args& a,
-                    const variable_list& grad_outputs, variable_list& grads) {
-    static const auto exact_op = c10::Dispatcher::singleton()
-                                     .findSchemaOrThrow("fusedgan::loss_terms_exact_backward", "")
-                                     .typed<ExactBackwardFn>();
-    const int64_t n = static_cast<int64_t>(inputs.size() / 3);
-    OptList g_outs;
-    for (int64_t i = 0; i < (is_none(a.reduction) ? n : 1); ++i) {
-      g_outs.push_back(grad_outputs[i].defined() ? std::optional<Tensor>(grad_outputs[i]) : std::nullopt);
-    }
-    // wanted[j] over all 3n positions; given tensor k sits at position pos[k]
-    std::vector<int64_t> pos;
-    for (int64_t i = 0; i < 3 * n; ++i) {
-      if (inputs[i].defined()) pos.push_back(i);
-    }
-    c10::List<bool> wanted;
-    for (int64_t i = 0; i < 3 * n; ++i) wanted.push_back(false);
-    for (size_t k = 0; k < num_given; ++k) wanted.set(pos[k], ctx->needs_input_grad(k));
-    const at::ArrayRef<Tensor> all(inputs);
-    auto got = exact_op.call(all.slice(0, n), to_opt_list(all.slice(n, n)), to_opt_list(all.slice(2 * n, n)),
-                             a.elems, a.label_values, a.coefs, a.reduction, g_outs, wanted);
-    for (size_t k = 0; k < num_given; ++k) {
-      if (wanted[pos[k]]) grads[k] = got[pos[k]];
+  for (int64_t i = 0; i < n; ++i) {
+    const std::optional<Tensor> g_out = g_outs.get(i);
+    if (!g_out.has_value()) continue;
+    if (is_one(*g_out, saved_t[i])) {
+      grads[i] = saved_t[i];  // loss.backward(): the saved gradient is the gradient
+    } else if (saved_t[i].is_cpu() && g_out->is_cpu()) {
+      // The gradient is as large as the logits: a pooled buffer (warm, mapped pages).
+      Tensor out = cpu::pooled_empty(saved_t[i].sizes(), saved_t[i].options());
+      grads[i] = at::mul_out(out, saved_t[i], *g_out);
+    } else {
+      grads[i] = at::mul(saved_t[i], *g_out);
     }
   }
-};
+  return grads;
+}
+
+// Gradients of every order through fusedgan::loss_terms_exact_backward (the reference).
+void GanLossBackward::exact(const std::vector<Tensor>& inputs, size_t num_given, const variable_list& grad_outputs,
+                            variable_list& grads) {
+  static const auto exact_op = c10::Dispatcher::singleton()
+                                   .findSchemaOrThrow("fusedgan::loss_terms_exact_backward", "")
+                                   .typed<ExactBackwardFn>();
+  OptList g_outs;
+  for (int64_t i = 0; i < (is_none(a.reduction) ? n : 1); ++i) {
+    g_outs.push_back(grad_outputs[i].defined() ? std::optional<Tensor>(grad_outputs[i]) : std::nullopt);
+  }
+  // wanted[j] over all 3n positions; given tensor k sits at position pos[k]
+  std::vector<int64_t> pos;
+  for (int64_t i = 0; i < 3 * n; ++i) {
+    if (inputs[i].defined()) pos.push_back(i);
+  }
+  c10::List<bool> wanted;
+  for (int64_t i = 0; i < 3 * n; ++i) wanted.push_back(false);
+  for (size_t k = 0; k < num_given; ++k) wanted.set(pos[k], task_should_compute_output(k));
+  const at::ArrayRef<Tensor> all(inputs);
+  auto got = exact_op.call(all.slice(0, n), to_opt_list(all.slice(n, n)), to_opt_list(all.slice(2 * n, n)),
+                           a.elems, a.label_values, a.coefs, a.reduction, g_outs, wanted);
+  for (size_t k = 0; k < num_given; ++k) {
+    if (wanted[pos[k]]) grads[k] = got[pos[k]];
+  }
+}
+
+// Forward with autograd: the kernel below autograd, then one GanLossBackward node.
+std::vector<Tensor> gan_loss_with_node(std::vector<Tensor>&& given, int64_t n, std::vector<bool>&& present,
+                                       at::IntArrayRef elems, at::ArrayRef<double> label_values,
+                                       at::ArrayRef<double> coefs, int64_t reduction, bool stats, bool triton) {
+  if (const auto& functorch_tls = at::functorch::functorchTLSAccessor()) {
+    functorch_tls->checkSupportsCppAutogradFunction();  // as torch's C++ Functions: functorch unsupported
+  }
+  for (const Tensor& t : given) {
+    TORCH_CHECK(!torch::autograd::isFwGradDefined(t),
+                "fusedgan::gan_loss: forward-mode AD (jvp) is not implemented");
+  }
+  auto node = c10::make_intrusive<GanLossBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(given));
+  c10::List<bool> present_list;
+  for (bool p : present) present_list.push_back(p);
+  const std::vector<Tensor> inputs = expand_inputs(given, n, present_list);
+  const at::ArrayRef<Tensor> all(inputs);
+  node->n = n;
+  node->recompute = recompute_gradient(inputs[0], triton);
+  node->triton = triton;
+  c10::List<bool> need;
+  for (size_t i = 0; i < given.size(); ++i) {
+    if (i < static_cast<size_t>(n)) need.push_back(!node->recompute && given[i].requires_grad());
+    else node->aux_need_grad = node->aux_need_grad || given[i].requires_grad();
+  }
+  LossTermsOut o;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    o = call_loss_terms(triton, stats, all.slice(0, n), to_opt_list(all.slice(n, n)),
+                        to_opt_list(all.slice(2 * n, n)), elems, label_values, coefs, reduction, need);
+  }
+  node->saved.reserve((node->recompute ? 0 : n) + given.size());
+  if (!node->recompute) {
+    for (const Tensor& g : o.grads) node->saved.emplace_back(g, false);
+  }
+  for (const Tensor& t : given) node->saved.emplace_back(t, false);
+  node->present = std::move(present);
+  node->a = Args{elems.vec(), label_values.vec(), coefs.vec(), reduction};
+  std::vector<Tensor> out = pack_outputs(reduction, o);
+  const size_t differentiable = is_none(reduction) ? static_cast<size_t>(n) : 1;  // then terms, stats
+  for (size_t i = 0; i < differentiable; ++i) torch::autograd::set_history(out[i], node);
+  return out;
+}
 
 void check_lists(at::TensorList logits, const OptList& labels, const OptList& weights) {
   TORCH_CHECK(!logits.empty(), "fusedgan::gan_loss: logits must hold at least one tensor");
@@ -231,12 +259,12 @@ std::vector<Tensor> gan_loss_autograd(at::TensorList logits, const OptList& labe
   check_lists(logits, labels, weights);
   std::vector<Tensor> given(logits.begin(), logits.end());
   bool any_grad = false;
-  c10::List<bool> present;
+  std::vector<bool> present;
   for (const OptList* aux : {&labels, &weights}) {
     for (const auto& t : *aux) {
       const std::optional<Tensor> opt = t;
       present.push_back(opt.has_value() && opt->defined());
-      if (present.get(present.size() - 1)) given.push_back(*opt);
+      if (present.back()) given.push_back(*opt);
     }
   }
   for (const Tensor& t : given) any_grad = any_grad || t.requires_grad();
@@ -244,8 +272,8 @@ std::vector<Tensor> gan_loss_autograd(at::TensorList logits, const OptList& labe
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return gan_loss_no_grad(logits, labels, weights, elems, label_values, coefs, reduction, stats, triton);
   }
-  return GanLossFunction::apply(at::TensorList(given), static_cast<int64_t>(logits.size()), present,
-                                elems.vec(), label_values.vec(), coefs.vec(), reduction, stats, triton);
+  return gan_loss_with_node(std::move(given), static_cast<int64_t>(logits.size()), std::move(present), elems,
+                            label_values, coefs, reduction, stats, triton);
 }
 
 }  // namespace

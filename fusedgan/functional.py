@@ -31,6 +31,7 @@ _D_NAMES_SPLIT = (["real"], ["fake"])
 _G_NAMES = (["fake"], ["real"])
 _KEYABLE = (float, int)
 _NONE_CODE = int(Reduction.NONE)
+_STRIDED = torch.strided
 
 
 _MAX_PLANS = 1024  # as side_plan's cache: a loop that varies a number label per step stays bounded
@@ -39,7 +40,22 @@ _MAX_PLANS = 1024  # as side_plan's cache: a loop that varies a number label per
 def _remember(memo: dict, key, plan) -> None:
     if len(memo) >= _MAX_PLANS:
         memo.clear()
-    memo[key] = plan
+    # (plan, plain): a plain plan (gan_loss, a reduced loss, nothing else asked for) on logits of
+    # one dtype needs no tensor but the logits: the call goes straight to the operator
+    memo[key] = (plan, plan.op == "gan_loss" and plan.reduction != _NONE_CODE and not plan.named)
+
+
+def _plain(xs) -> bool:
+    """Whether logits (exact Tensors) go to a plain plan's operator as they are: one floating
+    dtype, dense, one device.  Anything else takes the full checks (which name the argument)."""
+    x0 = xs[0]
+    dtype, device = x0.dtype, x0.device
+    if dtype not in P.FLOAT_DTYPES:
+        return False
+    for x in xs:
+        if x.dtype != dtype or x.layout != _STRIDED or x.device != device:
+            return False
+    return True
 
 
 def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -120,6 +136,24 @@ def _d_tensors(plan, kind, reals, fakes, names, dtype, labels, weights) -> tuple
     return logits, labs, ws
 
 
+_MISS = object()
+
+
+def _d_remembered(key, real, fake, kind: str, labels: tuple, backend):
+    """A repeated discriminator call through its remembered plan, or _MISS when there is none."""
+    hit = _D_PLANS.get(key)
+    if hit is None or type(real) is not Tensor or type(fake) is not Tensor:
+        return _MISS
+    plan, plain = hit
+    if plain and _plain((real, fake)):
+        return P.run_logits(plan, [real, fake], real.device, backend)
+    dtype = _check_all((real, fake), _D_NAMES)
+    if plan.reduction == _NONE_CODE:
+        dtype = P.none_dtype(dtype, real.device)
+    tensors = _d_tensors(plan, kind, [real], [fake], _D_NAMES_SPLIT, dtype, labels, (None, None))
+    return P.execute(P.Bound(plan, tensors, real.device, dtype, (real.numel(), fake.numel())), backend)
+
+
 def discriminator_loss(
     real,
     fake,
@@ -156,13 +190,9 @@ def discriminator_loss(
     labels = (real_label, fake_label)
     key = _memo_key(kind, reduction, labels, scale_reduction, return_per_scale, return_stats)
     if key is not None and real_weight is None and fake_weight is None and scale_weights is None:
-        plan = _D_PLANS.get(key)
-        if plan is not None and type(real) is Tensor and type(fake) is Tensor:
-            dtype = _check_all((real, fake), _D_NAMES)
-            if plan.reduction == _NONE_CODE:
-                dtype = P.none_dtype(dtype, real.device)
-            tensors = _d_tensors(plan, kind, [real], [fake], _D_NAMES_SPLIT, dtype, labels, (None, None))
-            return P.execute(P.Bound(plan, tensors, real.device, dtype, (real.numel(), fake.numel())), backend)
+        out = _d_remembered(key, real, fake, kind, labels, backend)
+        if out is not _MISS:
+            return out
     kind_spec(kind)
     red = reduction_code(reduction)
     reals, fakes, is_list = _pair_scales(real, fake)
@@ -222,8 +252,11 @@ def generator_loss(
     """
     key = _memo_key(kind, reduction, (target,), scale_reduction, return_per_scale, real is None)
     if key is not None and weight is None and scale_weights is None and type(fake) is Tensor:
-        plan = _G_PLANS.get(key)
-        if plan is not None and (real is None or type(real) is Tensor):
+        hit = _G_PLANS.get(key)
+        if hit is not None and (real is None or type(real) is Tensor):
+            plan, plain = hit
+            if plain and real is None and _plain((fake,)):
+                return P.run_logits(plan, [fake], fake.device, backend)
             return _g_execute(plan, kind, [fake], [] if real is None else [real], _G_NAMES, target, None, backend)
     kind_spec(kind)
     red = reduction_code(reduction)

@@ -212,3 +212,40 @@ def test_no_grad_inputs_skip_gradients(backend):
     r.requires_grad_(True)  # only one side needs a gradient
     fg.discriminator_loss(r, f, "ls", backend=backend).backward()
     assert r.grad is not None and f.grad is None
+
+
+def _call(side, real, fake, **kw):
+    if side == "D":
+        return fg.discriminator_loss(real, fake, "ns", **kw)
+    return fg.generator_loss(fake, "ns", **kw)
+
+
+@pytest.mark.parametrize("side", ["D", "G"])
+def test_repeated_calls_keep_the_checks(side):
+    """A repeated call (its plan remembered) goes straight to the operator only for plain logits
+    of one floating dtype on one device; anything else still gets the full checks, which name the
+    argument, and mixed dtypes are promoted as on the first call."""
+    real, fake = torch.randn(6, 1), torch.randn(5, 1)
+    first = _call(side, real, fake, backend="cpu")
+    r2, f2 = real.clone().requires_grad_(), fake.clone().requires_grad_()
+    again = _call(side, r2, f2, backend="cpu")
+    assert torch.equal(first, again)
+    ref = _call(side, real.double(), fake.double(), backend="reference")
+    torch.testing.assert_close(again.double(), ref)
+    # the gradient through the short route: sum of the terms' gradients, per element
+    got = torch.autograd.grad(again, [f2])[0]
+    f64 = fake.double().requires_grad_()
+    want = torch.autograd.grad(_call(side, real.double(), f64, backend="reference"), [f64])[0]
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-7)
+    with pytest.raises(TypeError, match="^fake: logits must be"):
+        _call(side, real, fake.to(torch.int64), backend="cpu")
+    with pytest.raises(TypeError, match="^fake: expected a dense"):
+        _call(side, real, fake.to_sparse(), backend="cpu")
+    if side == "D":
+        with pytest.raises(TypeError, match="^real: logits must be"):
+            _call(side, real.to(torch.int32), fake, backend="cpu")
+        with pytest.raises(ValueError, match="^fake: is on meta"):
+            _call(side, real, fake.to("meta"), backend="cpu")
+        mixed = _call(side, real, fake.double(), backend="cpu")  # promoted, as the full route does
+        assert mixed.dtype == torch.float64
+        torch.testing.assert_close(mixed, ref)
