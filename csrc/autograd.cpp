@@ -29,15 +29,12 @@
 #include <vector>
 
 #include "cpu/buffer_pool.h"
+#include "fusedgan/autograd_support.h"
 #include "fusedgan/codes.h"
 #include "fusedgan/loss_terms_call.h"
 
 namespace fusedgan {
 namespace {
-
-using at::Tensor;
-using torch::autograd::variable_list;
-using OptList = OptTensorList;
 
 using ExactBackwardFn = std::vector<Tensor>(at::TensorList, const OptList&, const OptList&,
                                             at::IntArrayRef, at::ArrayRef<double>,
@@ -54,16 +51,6 @@ OptList to_opt_list(at::ArrayRef<Tensor> tensors) {
 }
 
 bool is_none(int64_t reduction) { return reduction == static_cast<int64_t>(Reduction::NONE); }
-
-// gan_loss's outputs: [total] or [values...], then terms, then stats when present.
-std::vector<Tensor> pack_outputs(int64_t reduction, const LossTermsOut& o) {
-  std::vector<Tensor> out;
-  if (is_none(reduction)) out.assign(o.values.begin(), o.values.end());
-  else out.push_back(o.total);
-  out.push_back(o.terms);
-  if (o.stats.defined()) out.push_back(o.stats);
-  return out;
-}
 
 // [logits (n), labels (n), weights (n)] with undefined tensors for absent labels/weights, from
 // the logits and the aux tensors actually given (autograd inputs must be defined tensors).
@@ -279,16 +266,4 @@ std::vector<Tensor> gan_loss_autograd(at::TensorList logits, const OptList& labe
 }  // namespace
 }  // namespace fusedgan
 
-TORCH_LIBRARY_FRAGMENT(fusedgan, m) {
-  m.def(
-      "gan_loss(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, "
-      "float[] label_values, float[] coefs, int reduction, bool stats=False, bool triton=False) -> Tensor[]");
-}
-
-TORCH_LIBRARY_IMPL(fusedgan, Autograd, m) {
-  m.impl("gan_loss", &fusedgan::gan_loss_autograd);
-}
-
-TORCH_LIBRARY_IMPL(fusedgan, CompositeExplicitAutograd, m) {
-  m.impl("gan_loss", &fusedgan::gan_loss_no_grad);
-}
+FUSEDGAN_AUTOGRAD_OP(gan_loss, &fusedgan::gan_loss_autograd, &fusedgan::gan_loss_no_grad)  // schema: csrc/ops.cpp

@@ -3,28 +3,23 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/library.h>
 
 #include <tuple>
 
 #include "fusedgan/codes.h"
 
 namespace fusedgan {
-namespace {
 
 using at::Tensor;
 
-using LossTermsFn = std::tuple<Tensor, Tensor, std::vector<Tensor>, std::vector<Tensor>>(
-    at::TensorList, const OptTensorList&, const OptTensorList&, at::IntArrayRef, at::ArrayRef<double>,
-    at::ArrayRef<double>, int64_t, const c10::List<bool>&);
-using LossTermsStatsFn = std::tuple<Tensor, Tensor, std::vector<Tensor>, std::vector<Tensor>, Tensor>(
-    at::TensorList, const OptTensorList&, const OptTensorList&, at::IntArrayRef, at::ArrayRef<double>,
-    at::ArrayRef<double>, int64_t, const c10::List<bool>&);
-using LossGradsFn = std::vector<Tensor>(at::TensorList, const OptTensorList&, const OptTensorList&,
-                                        at::IntArrayRef, at::ArrayRef<double>, at::ArrayRef<double>,
-                                        int64_t, const OptTensorList&);
-
-}  // namespace
+std::vector<Tensor> pack_outputs(int64_t reduction, const LossTermsOut& o) {
+  std::vector<Tensor> out;
+  if (reduction == static_cast<int64_t>(Reduction::NONE)) out.assign(o.values.begin(), o.values.end());
+  else out.push_back(o.total);
+  out.push_back(o.terms);
+  if (o.stats.defined()) out.push_back(o.stats);
+  return out;
+}
 
 LossTermsOut call_loss_terms(bool triton, bool stats, at::TensorList logits, const OptTensorList& labels,
                              const OptTensorList& weights, at::IntArrayRef elems,
@@ -75,14 +70,13 @@ Tensor fixed_order_sum(const Tensor& x, bool triton, bool mean) {
       .total;
 }
 
-namespace {
+namespace cpu {
 
 // fusedgan::loss_grads on the CPU: the loss_terms kernel's gradients times grad_outputs (the CUDA
 // kernel is csrc/cuda/loss_terms.cu).
-std::vector<Tensor> loss_grads_via_loss_terms(at::TensorList logits, const OptTensorList& labels,
-                                              const OptTensorList& weights, at::IntArrayRef elems,
-                                              at::ArrayRef<double> label_values, at::ArrayRef<double> coefs,
-                                              int64_t reduction, const OptTensorList& grad_outputs) {
+std::vector<Tensor> loss_grads_cpu(at::TensorList logits, const OptTensorList& labels, const OptTensorList& weights,
+                                   at::IntArrayRef elems, at::ArrayRef<double> label_values,
+                                   at::ArrayRef<double> coefs, int64_t reduction, const OptTensorList& grad_outputs) {
   TORCH_CHECK(grad_outputs.size() == logits.size(), "fusedgan::loss_grads: grad_outputs has ",
               grad_outputs.size(), " entries for ", logits.size(), " logits");
   c10::List<bool> need_grad;
@@ -96,8 +90,6 @@ std::vector<Tensor> loss_grads_via_loss_terms(at::TensorList logits, const OptTe
   return out.grads;
 }
 
-}  // namespace
+}  // namespace cpu
 
 }  // namespace fusedgan
-
-TORCH_LIBRARY_IMPL(fusedgan, CPU, m) { m.impl("loss_grads", &fusedgan::loss_grads_via_loss_terms); }

@@ -1,4 +1,7 @@
-// fusedgan operator schemas and the fusedgan._C Python module.
+// fusedgan's operator registry: every schema, and the CPU and CUDA kernels of the kernel operators
+// (FUSEDGAN_KERNEL_OPS, fusedgan/ops.h).  The operators with autograd register their two kernels
+// where their autograd Function lives (FUSEDGAN_AUTOGRAD_OP); the Triton twins (triton_<name>, the
+// same schemas) and the Python operators (fakes, exact backwards) are registered by fusedgan/ops.py.
 //
 // fusedgan::loss_terms(logits, labels, weights, elems, label_values, coefs, reduction, need_grad)
 //     -> (total, terms, grads, values)
@@ -16,10 +19,17 @@
 #include "fusedgan/codes.h"
 #include "fusedgan/ops.h"
 
+namespace {
+
+constexpr const char* kLossTermsSchema =
+    "loss_terms(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, "
+    "float[] label_values, float[] coefs, int reduction, bool[] need_grad) "
+    "-> (Tensor total, Tensor terms, Tensor[] grads, Tensor[] values)";
+
 // fusedgan::loss_terms_stats(<same arguments>) -> (total, terms, grads, values, stats): loss_terms
 // plus, from the same pass, stats[i] = (sum x, sum sigmoid(x), count x > 0, count x < 0) over
 // logits[i], unweighted, shape [n, 4] in the acc dtype (docs/operators.md).
-static constexpr const char* kLossTermsStatsSchema =
+constexpr const char* kLossTermsStatsSchema =
     "loss_terms_stats(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, "
     "float[] label_values, float[] coefs, int reduction, bool[] need_grad) "
     "-> (Tensor total, Tensor terms, Tensor[] grads, Tensor[] values, Tensor stats)";
@@ -28,15 +38,48 @@ static constexpr const char* kLossTermsStatsSchema =
 // term's gradient times grad_outputs[i] (0-dim / one element: broadcast; else per element, for
 // reduction NONE), recomputed from the logits in one pass; an empty [0] tensor where
 // grad_outputs[i] is None.  The backward of gan_loss on GPUs (docs/operators.md).
-static constexpr const char* kLossGradsSchema =
+constexpr const char* kLossGradsSchema =
     "loss_grads(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, "
     "float[] label_values, float[] coefs, int reduction, Tensor?[] grad_outputs) -> Tensor[]";
 
+// The penalty kernels (contracts: csrc/penalty.cpp).
+constexpr const char* kGroupSumsqSchema = "group_sumsq(Tensor g, int A, int C, int B) -> Tensor";
+constexpr const char* kGroupScaleMulSchema =
+    "group_scale_mul(Tensor g, Tensor scale, Tensor grad_output, int A, int C, int B) -> Tensor";
+constexpr const char* kGroupPenaltySchema =
+    "group_penalty(Tensor g, int A, int C, int B, int kind, float center, bool one_sided, "
+    "int reduction, float gamma, int batch) -> (Tensor value, Tensor scale)";
+
+// The operators with autograd (contracts: csrc/autograd.cpp, csrc/relativistic.cpp,
+// csrc/penalty.cpp).
+constexpr const char* kGanLossSchema =
+    "gan_loss(Tensor[] logits, Tensor?[] labels, Tensor?[] weights, int[] elems, "
+    "float[] label_values, float[] coefs, int reduction, bool stats=False, bool triton=False) -> Tensor[]";
+constexpr const char* kRelGanLossSchema =
+    "rel_gan_loss(Tensor[] reals, Tensor[] fakes, Tensor?[] weights, int[] scales, int[] logits, "
+    "int[] elems, float[] label_values, float[] coefs, int reduction, bool stats=False, "
+    "bool triton=False) -> Tensor[]";
+constexpr const char* kGanPenaltySchema =
+    "gan_penalty(Tensor g, int A, int C, int B, int kind, float center, bool one_sided, "
+    "int reduction, float gamma, int batch, int[] value_shape, str norm, bool triton=False) -> Tensor";
+
+}  // namespace
+
 TORCH_LIBRARY(fusedgan, m) {
-  m.def(fusedgan::kLossTermsSchema, {at::Tag::pt2_compliant_tag});
-  m.def(kLossTermsStatsSchema, {at::Tag::pt2_compliant_tag});
-  m.def(kLossGradsSchema, {at::Tag::pt2_compliant_tag});
+  for (const char* kernel : {kLossTermsSchema, kLossTermsStatsSchema, kLossGradsSchema, kGroupSumsqSchema,
+                             kGroupScaleMulSchema, kGroupPenaltySchema}) {
+    m.def(kernel, {at::Tag::pt2_compliant_tag});
+  }
+  for (const char* with_autograd : {kGanLossSchema, kRelGanLossSchema, kGanPenaltySchema}) m.def(with_autograd);
 }
+
+#define FUSEDGAN_IMPL_KERNEL(name, Fn, dev) m.impl(#name, &fusedgan::dev::name##_##dev);
+
+TORCH_LIBRARY_IMPL(fusedgan, CPU, m) { FUSEDGAN_KERNEL_OPS(FUSEDGAN_IMPL_KERNEL, cpu) }
+
+#if defined(FUSEDGAN_WITH_CUDA)
+TORCH_LIBRARY_IMPL(fusedgan, CUDA, m) { FUSEDGAN_KERNEL_OPS(FUSEDGAN_IMPL_KERNEL, cuda) }
+#endif
 
 // The Python module: introspection only, never on the hot path (ops go through torch.ops).
 #if defined(TORCH_EXTENSION_NAME)

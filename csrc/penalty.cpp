@@ -30,29 +30,34 @@
 #include <tuple>
 #include <vector>
 
+#include "fusedgan/autograd_support.h"
 #include "fusedgan/loss_terms_call.h"
 #include "fusedgan/math.h"
+#include "fusedgan/ops.h"
 #include "fusedgan/penalty.h"
 
 namespace fusedgan {
 namespace {
 
-using at::Tensor;
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-using ScaleMulFn = Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, int64_t);
-using PenaltyFn = std::tuple<Tensor, Tensor>(const Tensor&, int64_t, int64_t, int64_t, int64_t,
-                                             double, bool, int64_t, double, int64_t);
 using ExactFn = Tensor(const Tensor&, const Tensor&, int64_t, double, bool, c10::string_view,
                        int64_t, double);
 
 // The forward and backward kernels of gan_penalty, or (triton) their Triton twins.
-const c10::TypedOperatorHandle<ScaleMulFn>& scale_mul_op(bool triton) {
-  return op_handle<ScaleMulFn>("fusedgan::group_scale_mul", "fusedgan::triton_group_scale_mul", triton);
+const c10::TypedOperatorHandle<GroupScaleMulFn>& scale_mul_op(bool triton) {
+  return op_handle<GroupScaleMulFn>("fusedgan::group_scale_mul", "fusedgan::triton_group_scale_mul", triton);
 }
-const c10::TypedOperatorHandle<PenaltyFn>& penalty_op(bool triton) {
-  return op_handle<PenaltyFn>("fusedgan::group_penalty", "fusedgan::triton_group_penalty", triton);
+const c10::TypedOperatorHandle<GroupPenaltyFn>& penalty_op(bool triton) {
+  return op_handle<GroupPenaltyFn>("fusedgan::group_penalty", "fusedgan::triton_group_penalty", triton);
+}
+
+// The kernel pass of gan_penalty: the penalty value (in value_shape for reduction NONE) and the
+// scale its backward multiplies g by.
+std::tuple<Tensor, Tensor> penalty_pass(const Tensor& g, int64_t A, int64_t C, int64_t B, int64_t kind,
+                                        double center, bool one_sided, int64_t reduction, double gamma,
+                                        int64_t batch, at::IntArrayRef value_shape, bool triton) {
+  auto [value, scale] = penalty_op(triton).call(g, A, C, B, kind, center, one_sided, reduction, gamma, batch);
+  if (reduction == static_cast<int64_t>(Reduction::NONE)) value = value.reshape(value_shape);
+  return {value, scale};
 }
 
 }  // namespace
@@ -76,17 +81,11 @@ struct GanPenaltyFunction : public torch::autograd::Function<GanPenaltyFunction>
                         std::string norm, bool triton) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [value, scale] =
-        penalty_op(triton).call(g, A, C, B, kind, center, one_sided, reduction, gamma, batch);
+        penalty_pass(g, A, C, B, kind, center, one_sided, reduction, gamma, batch, value_shape, triton);
     ctx->save_for_backward({g, scale});
-    ctx->saved_data["layout"] = std::vector<int64_t>{A, C, B};
-    ctx->saved_data["kind"] = kind;
-    ctx->saved_data["center"] = center;
-    ctx->saved_data["one_sided"] = one_sided;
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["gamma"] = gamma;
-    ctx->saved_data["norm"] = norm;
-    ctx->saved_data["triton"] = triton;
-    return reduction == static_cast<int64_t>(Reduction::NONE) ? value.reshape(value_shape) : value;
+    SavedArgs().put(A).put(C).put(B).put(kind).put(center).put(one_sided).put(reduction).put(gamma).put(triton).save(ctx);
+    ctx->saved_data["norm"] = std::move(norm);
+    return value;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -94,68 +93,47 @@ struct GanPenaltyFunction : public torch::autograd::Function<GanPenaltyFunction>
     const Tensor& g = saved[0];
     Tensor scale = saved[1];
     Tensor go = grad_outputs[0];
-    const int64_t kind = ctx->saved_data["kind"].toInt();
-    const int64_t reduction = ctx->saved_data["reduction"].toInt();
     variable_list grads(13);  // g, then the 12 other arguments
     if (!go.defined() || !ctx->needs_input_grad(0)) return grads;
+    SavedArgs args(ctx);
+    const int64_t A = args.get_int(), C = args.get_int(), B = args.get_int(), kind = args.get_int();
+    const double center = args.get_float();
+    const bool one_sided = args.get_bool();
+    const int64_t reduction = args.get_int();
+    const double gamma = args.get_float();
+    const bool triton = args.get_bool();
     if (at::GradMode::is_enabled()) {
       static const auto exact = c10::Dispatcher::singleton()
                                     .findSchemaOrThrow("fusedgan::penalty_exact_backward", "")
                                     .typed<ExactFn>();
       const std::string norm = ctx->saved_data["norm"].toStringRef();
-      grads[0] = exact.call(g, go, kind, ctx->saved_data["center"].toDouble(),
-                            ctx->saved_data["one_sided"].toBool(), norm, reduction,
-                            ctx->saved_data["gamma"].toDouble());
+      grads[0] = exact.call(g, go, kind, center, one_sided, norm, reduction, gamma);
       return grads;
     }
-    const std::vector<int64_t> layout = ctx->saved_data["layout"].toIntVector();
     go = go.to(scale.scalar_type());
     if (reduction == static_cast<int64_t>(Reduction::NONE)) {
       scale = scale * go.reshape(scale.sizes());  // per-group grad_output folded into the scale
       go = at::ones({}, scale.options());
     }
-    grads[0] = scale_mul_op(ctx->saved_data["triton"].toBool()).call(g, scale, go, layout[0], layout[1], layout[2]);
+    grads[0] = scale_mul_op(triton).call(g, scale, go, A, C, B);
     return grads;
   }
 };
 
-Tensor gan_penalty_autograd(const Tensor& g, int64_t A, int64_t C, int64_t B, int64_t kind,
-                            double center, bool one_sided, int64_t reduction, double gamma,
-                            int64_t batch, at::IntArrayRef value_shape, c10::string_view norm,
-                            bool triton) {
-  return GanPenaltyFunction::apply(g, A, C, B, kind, center, one_sided, reduction, gamma, batch,
-                                   value_shape.vec(), std::string(norm), triton);
-}
-
-// Below autograd (inference mode, tracing without autograd keys): the value only.
-Tensor gan_penalty_no_grad(const Tensor& g, int64_t A, int64_t C, int64_t B, int64_t kind,
-                           double center, bool one_sided, int64_t reduction, double gamma,
-                           int64_t batch, at::IntArrayRef value_shape, c10::string_view norm,
-                           bool triton) {
-  (void)norm;
-  auto [value, scale] =
-      penalty_op(triton).call(g, A, C, B, kind, center, one_sided, reduction, gamma, batch);
-  return reduction == static_cast<int64_t>(Reduction::NONE) ? value.reshape(value_shape) : value;
+// gan_penalty's kernels: kAutograd, at the Autograd key, makes the node (GanPenaltyFunction); else,
+// below autograd (inference mode, tracing without autograd keys), the value only.
+template <bool kAutograd>
+Tensor gan_penalty_kernel(const Tensor& g, int64_t A, int64_t C, int64_t B, int64_t kind, double center,
+                          bool one_sided, int64_t reduction, double gamma, int64_t batch,
+                          at::IntArrayRef value_shape, c10::string_view norm, bool triton) {
+  if constexpr (kAutograd) {
+    return GanPenaltyFunction::apply(g, A, C, B, kind, center, one_sided, reduction, gamma, batch,
+                                     value_shape.vec(), std::string(norm), triton);
+  }
+  return std::get<0>(penalty_pass(g, A, C, B, kind, center, one_sided, reduction, gamma, batch, value_shape, triton));
 }
 
 }  // namespace
 }  // namespace fusedgan
 
-TORCH_LIBRARY_FRAGMENT(fusedgan, m) {
-  m.def("group_sumsq(Tensor g, int A, int C, int B) -> Tensor", {at::Tag::pt2_compliant_tag});
-  m.def("group_scale_mul(Tensor g, Tensor scale, Tensor grad_output, int A, int C, int B) -> Tensor",
-        {at::Tag::pt2_compliant_tag});
-  m.def("group_penalty(Tensor g, int A, int C, int B, int kind, float center, bool one_sided, "
-        "int reduction, float gamma, int batch) -> (Tensor value, Tensor scale)",
-        {at::Tag::pt2_compliant_tag});
-  m.def("gan_penalty(Tensor g, int A, int C, int B, int kind, float center, bool one_sided, "
-        "int reduction, float gamma, int batch, int[] value_shape, str norm, bool triton=False) -> Tensor");
-}
-
-TORCH_LIBRARY_IMPL(fusedgan, CompositeExplicitAutograd, m) {
-  m.impl("gan_penalty", &fusedgan::gan_penalty_no_grad);
-}
-
-TORCH_LIBRARY_IMPL(fusedgan, Autograd, m) {
-  m.impl("gan_penalty", &fusedgan::gan_penalty_autograd);
-}
+FUSEDGAN_AUTOGRAD_OP(gan_penalty, &fusedgan::gan_penalty_kernel<true>, &fusedgan::gan_penalty_kernel<false>)

@@ -37,16 +37,13 @@
 #include <tuple>
 #include <vector>
 
+#include "fusedgan/autograd_support.h"
 #include "fusedgan/codes.h"
 #include "fusedgan/loss_terms_call.h"
+#include "fusedgan/ops.h"
 
 namespace fusedgan {
 namespace {
-
-using at::Tensor;
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-using OptList = OptTensorList;
 
 using ExactFn = std::vector<Tensor>(at::TensorList, at::TensorList, const OptList&, at::IntArrayRef,
                                     at::IntArrayRef, at::IntArrayRef, at::ArrayRef<double>,
@@ -83,11 +80,11 @@ void check_args(at::TensorList reals, at::TensorList fakes, const OptList& weigh
   }
 }
 
-struct Forward {
-  Tensor total, terms, stats;  // stats: defined when asked for
+// The loss_terms call over the relativistic logits (values: reduction NONE's per-element losses of
+// each term, acc dtype; grads: each term's gradient wrt its logit, kept for reduction NONE only),
+// and for MEAN / SUM the full gradients through the means.
+struct Forward : LossTermsOut {
   std::vector<Tensor> grad_r, grad_f;  // full gradients (through the means), inputs' dtypes
-  std::vector<Tensor> values;          // reduction NONE: per-element losses of each term
-  std::vector<Tensor> logit_grads;     // reduction NONE: each term's gradient wrt its logit
 };
 
 // The full gradients with respect to reals and fakes from each term's gradient G_t with respect
@@ -174,19 +171,13 @@ Forward rel_forward(at::TensorList reals, at::TensorList fakes, const OptList& w
     w.push_back(wt.has_value() && wt->defined() ? std::optional<Tensor>(as_acc(*wt)) : std::nullopt);
     need.push_back(want_grads);
   }
-  LossTermsOut o = call_loss_terms(triton, stats, x, labels, w, elems, label_values, coefs, reduction, need);
   Forward out;
-  out.total = std::move(o.total);
-  out.terms = std::move(o.terms);
-  out.stats = std::move(o.stats);
-  out.values = std::move(o.values);  // per-element losses (reduction NONE), acc dtype
-  std::vector<Tensor> grads = std::move(o.grads);
-  if (!want_grads) return out;
-  if (reduction == static_cast<int64_t>(Reduction::NONE)) {
-    out.logit_grads = std::move(grads);  // combined in backward, once grad_output is known
-    return out;
-  }
-  combine_grads(reals, fakes, scales, logits, triton, grads, out.grad_r, out.grad_f);
+  static_cast<LossTermsOut&>(out) =
+      call_loss_terms(triton, stats, x, labels, w, elems, label_values, coefs, reduction, need);
+  // Reduction NONE: the logit gradients are combined in backward, once grad_output is known.
+  if (!want_grads || reduction == static_cast<int64_t>(Reduction::NONE)) return out;
+  combine_grads(reals, fakes, scales, logits, triton, out.grads, out.grad_r, out.grad_f);
+  out.grads.clear();
   return out;
 }
 
@@ -217,50 +208,47 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
     // the given tensors (for the exact backward).
     std::vector<Tensor> saved;
     if (none) {
-      saved = fw.logit_grads;
+      saved = fw.grads;
     } else {
       saved.assign(fw.grad_r.begin(), fw.grad_r.end());
       saved.insert(saved.end(), fw.grad_f.begin(), fw.grad_f.end());
     }
-    ctx->saved_data["n_lead"] = static_cast<int64_t>(saved.size());
+    SavedArgs()
+        .put(static_cast<int64_t>(saved.size()))  // n_lead
+        .put(S)
+        .put(present)
+        .put(scales)
+        .put(logits)
+        .put(elems)
+        .put(label_values)
+        .put(coefs)
+        .put(reduction)
+        .put(aux_need_grad)
+        .put(triton)
+        .save(ctx);
     saved.insert(saved.end(), given.begin(), given.end());
     ctx->save_for_backward(saved);
-    ctx->saved_data["S"] = S;
-    c10::List<bool> present_list;
-    for (bool p : present) present_list.push_back(p);
-    ctx->saved_data["present"] = present_list;
-    ctx->saved_data["scales"] = scales;
-    ctx->saved_data["logits"] = logits;
-    ctx->saved_data["elems"] = elems;
-    ctx->saved_data["label_values"] = label_values;
-    ctx->saved_data["coefs"] = coefs;
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["aux_need_grad"] = aux_need_grad;
-    ctx->saved_data["triton"] = triton;
-    if (none) {  // [values of each term..., terms]
-      ctx->mark_non_differentiable({fw.terms});
-      variable_list out(fw.values.begin(), fw.values.end());
-      out.push_back(fw.terms);
-      return out;
-    }
-    if (!stats) {
-      ctx->mark_non_differentiable({fw.terms});
-      return {fw.total, fw.terms};
-    }
-    ctx->mark_non_differentiable({fw.terms, fw.stats});
-    return {fw.total, fw.terms, fw.stats};
+    ctx->mark_non_differentiable(stats ? variable_list{fw.terms, fw.stats} : variable_list{fw.terms});
+    return pack_outputs(reduction, fw);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const int64_t S = ctx->saved_data["S"].toInt();
+    SavedArgs args(ctx);
+    const size_t n_lead = static_cast<size_t>(args.get_int());
+    const int64_t S = args.get_int();
+    const c10::List<bool> present = args.get_bools();
+    const std::vector<int64_t> scales = args.get_ints();
+    const std::vector<int64_t> logits = args.get_ints();
+    const std::vector<int64_t> elems = args.get_ints();
+    const std::vector<double> label_values = args.get_floats();
+    const std::vector<double> coefs = args.get_floats();
+    const int64_t reduction = args.get_int();
+    const bool aux_need_grad = args.get_bool(), triton = args.get_bool();
     const variable_list saved = ctx->get_saved_variables();
-    const size_t n_lead = static_cast<size_t>(ctx->saved_data["n_lead"].toInt());
     const size_t num_given = saved.size() - n_lead;
     const at::TensorList given(saved.data() + n_lead, num_given);
     variable_list grads(num_given + 10);  // given, then the 10 non-tensor arguments of forward
-    const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const bool none = reduction == static_cast<int64_t>(Reduction::NONE);
-    const std::vector<int64_t> scales = ctx->saved_data["scales"].toIntVector();
     const size_t n_out = none ? scales.size() : 1;  // the differentiable outputs
     OptList gos;
     bool any = false;
@@ -269,8 +257,7 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
       gos.push_back(grad_outputs[i].defined() ? std::optional<Tensor>(grad_outputs[i]) : std::nullopt);
     }
     if (!any) return grads;
-    const std::vector<int64_t> logits = ctx->saved_data["logits"].toIntVector();
-    const bool exact = at::GradMode::is_enabled() || ctx->saved_data["aux_need_grad"].toBool();
+    const bool exact = at::GradMode::is_enabled() || aux_need_grad;
     if (!exact && !none) {
       for (int64_t i = 0; i < 2 * S; ++i) {
         if (ctx->needs_input_grad(i)) grads[i] = at::mul(saved[i], grad_outputs[0]);
@@ -284,7 +271,7 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
       }
       const at::TensorList reals = given.slice(0, S), fakes = given.slice(S, S);
       std::vector<Tensor> gr, gf;
-      combine_grads(reals, fakes, scales, logits, ctx->saved_data["triton"].toBool(), h, gr, gf);
+      combine_grads(reals, fakes, scales, logits, triton, h, gr, gf);
       for (int64_t s = 0; s < S; ++s) {
         if (ctx->needs_input_grad(s)) grads[s] = gr[s];
         if (ctx->needs_input_grad(S + s)) grads[S + s] = gf[s];
@@ -296,15 +283,13 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
                                      .typed<ExactFn>();
     OptList weights;
     size_t k = 2 * static_cast<size_t>(S);
-    for (bool p : ctx->saved_data["present"].toBoolList()) {
+    for (bool p : present) {
       weights.push_back(p ? std::optional<Tensor>(given[k++]) : std::nullopt);
     }
     c10::List<bool> wanted;
     for (size_t i = 0; i < num_given; ++i) wanted.push_back(ctx->needs_input_grad(i));
-    auto exact_grads = exact_op.call(
-        given.slice(0, S), given.slice(S, S), weights, scales, logits,
-        ctx->saved_data["elems"].toIntVector(), ctx->saved_data["label_values"].toDoubleVector(),
-        ctx->saved_data["coefs"].toDoubleVector(), reduction, gos, wanted);
+    auto exact_grads = exact_op.call(given.slice(0, S), given.slice(S, S), weights, scales, logits, elems,
+                                     label_values, coefs, reduction, gos, wanted);
     for (size_t i = 0; i < num_given; ++i) {
       if (wanted[i]) grads[i] = exact_grads[i];
     }
@@ -312,66 +297,40 @@ struct RelGanLossFunction : public torch::autograd::Function<RelGanLossFunction>
   }
 };
 
-// Below autograd: the loss only.
-std::vector<Tensor> rel_gan_loss_no_grad(at::TensorList reals, at::TensorList fakes,
-                                         const OptList& weights, at::IntArrayRef scales,
-                                         at::IntArrayRef logits, at::IntArrayRef elems,
-                                         at::ArrayRef<double> label_values,
-                                         at::ArrayRef<double> coefs, int64_t reduction, bool stats,
-                                         bool triton) {
+// rel_gan_loss's kernels: kAutograd, at the Autograd key, makes the node (RelGanLossFunction)
+// when an input needs a gradient; else (and below autograd: inference mode, tracing without
+// autograd keys) the loss only.
+template <bool kAutograd>
+std::vector<Tensor> rel_gan_loss_kernel(at::TensorList reals, at::TensorList fakes, const OptList& weights,
+                                        at::IntArrayRef scales, at::IntArrayRef logits, at::IntArrayRef elems,
+                                        at::ArrayRef<double> label_values, at::ArrayRef<double> coefs,
+                                        int64_t reduction, bool stats, bool triton) {
   check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction, stats);
-  Forward fw = rel_forward(reals, fakes, weights, scales, logits, elems, label_values, coefs,
-                           reduction, stats, triton, /*want_grads=*/false);
-  if (reduction == static_cast<int64_t>(Reduction::NONE)) {
-    std::vector<Tensor> out = fw.values;
-    out.push_back(fw.terms);
-    return out;
+  std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
+  if constexpr (kAutograd) {
+    std::vector<Tensor> given(reals.begin(), reals.end());
+    given.insert(given.end(), fakes.begin(), fakes.end());
+    std::vector<bool> present;
+    for (const auto& wt : weights) {
+      const std::optional<Tensor> opt = wt;
+      present.push_back(opt.has_value() && opt->defined());
+      if (present.back()) given.push_back(*opt);
+    }
+    bool any_grad = false;
+    for (const Tensor& x : given) any_grad = any_grad || x.requires_grad();
+    if (at::GradMode::is_enabled() && any_grad) {
+      return RelGanLossFunction::apply(at::TensorList(given), static_cast<int64_t>(reals.size()), present,
+                                       scales.vec(), logits.vec(), elems.vec(), label_values.vec(), coefs.vec(),
+                                       reduction, stats, triton);
+    }
+    below_autograd.emplace();  // nothing to differentiate: no node
   }
-  if (stats) return {fw.total, fw.terms, fw.stats};
-  return {fw.total, fw.terms};
-}
-
-std::vector<Tensor> rel_gan_loss_autograd(at::TensorList reals, at::TensorList fakes,
-                                          const OptList& weights, at::IntArrayRef scales,
-                                          at::IntArrayRef logits, at::IntArrayRef elems,
-                                          at::ArrayRef<double> label_values,
-                                          at::ArrayRef<double> coefs, int64_t reduction, bool stats,
-                                          bool triton) {
-  std::vector<Tensor> given(reals.begin(), reals.end());
-  given.insert(given.end(), fakes.begin(), fakes.end());
-  std::vector<bool> present;
-  for (const auto& wt : weights) {
-    const std::optional<Tensor> opt = wt;
-    present.push_back(opt.has_value() && opt->defined());
-    if (present.back()) given.push_back(*opt);
-  }
-  bool any_grad = false;
-  for (const Tensor& x : given) any_grad = any_grad || x.requires_grad();
-  if (!at::GradMode::is_enabled() || !any_grad) {  // nothing to differentiate: no node
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return rel_gan_loss_no_grad(reals, fakes, weights, scales, logits, elems, label_values, coefs,
-                                reduction, stats, triton);
-  }
-  check_args(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction, stats);
-  return RelGanLossFunction::apply(at::TensorList(given), static_cast<int64_t>(reals.size()),
-                                   present, scales.vec(), logits.vec(), elems.vec(),
-                                   label_values.vec(), coefs.vec(), reduction, stats, triton);
+  const Forward fw = rel_forward(reals, fakes, weights, scales, logits, elems, label_values, coefs, reduction,
+                                 stats, triton, /*want_grads=*/false);
+  return pack_outputs(reduction, fw);
 }
 
 }  // namespace
 }  // namespace fusedgan
 
-TORCH_LIBRARY_FRAGMENT(fusedgan, m) {
-  m.def(
-      "rel_gan_loss(Tensor[] reals, Tensor[] fakes, Tensor?[] weights, int[] scales, int[] logits, "
-      "int[] elems, float[] label_values, float[] coefs, int reduction, bool stats=False, "
-      "bool triton=False) -> Tensor[]");
-}
-
-TORCH_LIBRARY_IMPL(fusedgan, Autograd, m) {
-  m.impl("rel_gan_loss", &fusedgan::rel_gan_loss_autograd);
-}
-
-TORCH_LIBRARY_IMPL(fusedgan, CompositeExplicitAutograd, m) {
-  m.impl("rel_gan_loss", &fusedgan::rel_gan_loss_no_grad);
-}
+FUSEDGAN_AUTOGRAD_OP(rel_gan_loss, &fusedgan::rel_gan_loss_kernel<true>, &fusedgan::rel_gan_loss_kernel<false>)

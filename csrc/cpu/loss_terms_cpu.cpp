@@ -20,7 +20,6 @@
 #include "fusedgan/math.h"
 #include "fusedgan/ops.h"
 #include "loss_terms_cpu.h"
-#include "loss_terms_op.h"
 
 namespace fusedgan::cpu {
 namespace {
@@ -243,8 +242,3 @@ loss_terms_stats_cpu(at::TensorList logits, const c10::List<std::optional<at::Te
 }
 
 }  // namespace fusedgan::cpu
-
-TORCH_LIBRARY_IMPL(fusedgan, CPU, m) {
-  m.impl("loss_terms", &fusedgan::cpu::loss_terms_cpu);
-  m.impl("loss_terms_stats", &fusedgan::cpu::loss_terms_stats_cpu);
-}

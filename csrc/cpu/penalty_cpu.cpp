@@ -1,5 +1,5 @@
-// CPU kernels of fusedgan::group_sumsq and fusedgan::group_scale_mul (schemas and contract:
-// csrc/penalty.cpp, docs/operators.md).
+// CPU kernels of fusedgan::group_sumsq and fusedgan::group_scale_mul (schemas: csrc/ops.cpp;
+// contract: csrc/penalty.cpp, docs/operators.md).
 //
 // g is viewed, contiguous, as [A, C, B]; group (a, b) is the column g[a, :, b].
 // Determinism: the work is cut into tasks whose boundaries depend only on (A, C, B), never on the
@@ -319,9 +319,3 @@ std::tuple<at::Tensor, at::Tensor> group_penalty_cpu(const at::Tensor& g, int64_
 }
 
 }  // namespace fusedgan::cpu
-
-TORCH_LIBRARY_IMPL(fusedgan, CPU, m) {
-  m.impl("group_sumsq", &fusedgan::cpu::group_sumsq_cpu);
-  m.impl("group_scale_mul", &fusedgan::cpu::group_scale_mul_cpu);
-  m.impl("group_penalty", &fusedgan::cpu::group_penalty_cpu);
-}

@@ -69,39 +69,41 @@ void sumsq_cols_t(const S* p, int64_t rows, int64_t stride, int64_t width, acc_t
   }
 }
 
-template <class S>
-void scale_t(const S* g, S* out, int64_t n, acc_t<S> f) {
+// out = g * factor over n elements, one step of IO::K vectors at a time: mul(v, j, cnt) multiplies
+// the vectors v of the step at element j (cnt of them valid) by their factors, in place.
+template <class S, class Mul>
+void scale_loop(const S* g, S* out, int64_t n, Mul mul) {
   using IO = Io<S>;
-  using V = typename IO::V;
-  constexpr int K = IO::K;
-  constexpr int64_t kStep = IO::kStep;
-  const V fv(f);
-  V v[K];
-  for (int64_t j = 0; j < n; j += kStep) {
-    const int64_t cnt = std::min<int64_t>(kStep, n - j);
+  typename IO::V v[IO::K];
+  for (int64_t j = 0; j < n; j += IO::kStep) {
+    const int64_t cnt = std::min<int64_t>(IO::kStep, n - j);
     IO::load(g + j, cnt, v);
-    for (int k = 0; k < K; ++k) v[k] = v[k] * fv;
+    mul(v, j, cnt);
     IO::store(out + j, v, cnt);
   }
 }
 
+// One factor f for every element.
+template <class S>
+void scale_t(const S* g, S* out, int64_t n, acc_t<S> f) {
+  using V = typename Io<S>::V;
+  const V fv(f);
+  scale_loop(g, out, n, [&](V* v, int64_t, int64_t) {
+    for (int k = 0; k < Io<S>::K; ++k) v[k] = v[k] * fv;
+  });
+}
+
+// Element j times s[j] * go.
 template <class S>
 void scale_cols_t(const S* g, S* out, int64_t n, const acc_t<S>* s, acc_t<S> go) {
-  using IO = Io<S>;
-  using V = typename IO::V;
-  constexpr int K = IO::K;
-  constexpr int64_t kStep = IO::kStep;
+  using V = typename Io<S>::V;
   const V gov(go);
-  V v[K];
-  for (int64_t j = 0; j < n; j += kStep) {
-    const int64_t cnt = std::min<int64_t>(kStep, n - j);
-    IO::load(g + j, cnt, v);
-    for (int k = 0; k < K; ++k) {
+  scale_loop(g, out, n, [&](V* v, int64_t j, int64_t cnt) {
+    for (int k = 0; k < Io<S>::K; ++k) {
       const int64_t m = lanes<V>(cnt, k);
-      v[k] = m == 0 ? v[k] : v[k] * (V::loadu(s + j + k * V::size(), m) * gov);
+      if (m > 0) v[k] = v[k] * (V::loadu(s + j + k * V::size(), m) * gov);
     }
-    IO::store(out + j, v, cnt);
-  }
+  });
 }
 
 // gp_group (math.h) over n groups: per[i] and scale[i] = dscale * mul; returns the sum of per in

@@ -1,5 +1,5 @@
 // CUDA kernels of fusedgan::loss_terms, fusedgan::loss_terms_stats and fusedgan::loss_grads
-// (contracts: docs/operators.md; schemas: csrc/).
+// (contracts: docs/operators.md; schemas: csrc/ops.cpp).
 //
 // One launch covers up to 16 terms of one element function: a small block-to-term table travels
 // in the kernel arguments (apex multi_tensor_apply style), each term owning a run of blocks.  The
@@ -23,7 +23,6 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/util/SmallVector.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <optional>
@@ -34,6 +33,7 @@
 
 #include "common.cuh"
 #include "fusedgan/math.h"
+#include "fusedgan/ops.h"
 
 namespace fusedgan::cuda {
 namespace {
@@ -532,6 +532,10 @@ Outputs run(const char* op, at::TensorList logits, const c10::List<std::optional
   return out;
 }
 
+}  // namespace
+
+// The operators' CUDA kernels (registered by csrc/ops.cpp).
+
 // fusedgan::loss_grads: grads[i] = gradient of term i times grad_outputs[i] (0-dim or one
 // element: broadcast; else one per logit), recomputed from the logits; an empty [0] tensor where
 // grad_outputs[i] is None.
@@ -619,11 +623,4 @@ loss_terms_stats_cuda(at::TensorList logits, const c10::List<std::optional<at::T
           std::move(o.stats)};
 }
 
-}  // namespace
 }  // namespace fusedgan::cuda
-
-TORCH_LIBRARY_IMPL(fusedgan, CUDA, m) {
-  m.impl("loss_terms", &fusedgan::cuda::loss_terms_cuda);
-  m.impl("loss_terms_stats", &fusedgan::cuda::loss_terms_stats_cuda);
-  m.impl("loss_grads", &fusedgan::cuda::loss_grads_cuda);
-}

@@ -1,5 +1,5 @@
 // CUDA kernels of the gradient-penalty operators fusedgan::group_sumsq, fusedgan::group_penalty
-// and fusedgan::group_scale_mul (contracts: docs/operators.md; schemas: csrc/penalty.cpp).  g is
+// and fusedgan::group_scale_mul (contracts: docs/operators.md; schemas: csrc/ops.cpp).  g is
 // viewed, contiguous, as [A, C, B]; group (a, b) is the column g[a, :, b].
 //
 // Stage 1 (sums of squares) reduces over the middle dimension, in two layouts:
@@ -20,7 +20,6 @@
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -28,6 +27,7 @@
 
 #include "common.cuh"
 #include "fusedgan/math.h"
+#include "fusedgan/ops.h"
 #include "fusedgan/penalty.h"
 
 namespace fusedgan::cuda {
@@ -251,6 +251,10 @@ Partials launch_sumsq(const char* op, const S* gp, int64_t A, int64_t C, int64_t
   return Partials{real_split > 1 ? partials.const_data_ptr<double>() : nullptr, real_split, 1, nout};
 }
 
+}  // namespace
+
+// The operators' CUDA kernels (registered by csrc/ops.cpp), with the scale_mul_kernel below.
+
 at::Tensor group_sumsq_cuda(const at::Tensor& g_in, int64_t A, int64_t C, int64_t B) {
   const char* op = "fusedgan::group_sumsq";
   check_view(op, g_in, A, C, B);
@@ -335,6 +339,8 @@ std::tuple<at::Tensor, at::Tensor> group_penalty_cuda(const at::Tensor& g_in, in
   return {value, scale};
 }
 
+namespace {
+
 // grad_g[i] = scale[a, b] * g[i] * grad_output, i = (a * C + c) * B + b.  The group of a pack
 // costs at most two 64-bit divisions (one when B == 1) for all of its kVec elements, which then
 // step through (a, c, b) by increments; the scalar path (unaligned, or the tail) divides per element.
@@ -389,6 +395,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) scale_mul_kernel(const S
   }
 }
 
+}  // namespace
+
 at::Tensor group_scale_mul_cuda(const at::Tensor& g_in, const at::Tensor& scale_in,
                                 const at::Tensor& grad_output_in, int64_t A, int64_t C, int64_t B) {
   const char* op = "fusedgan::group_scale_mul";
@@ -423,11 +431,4 @@ at::Tensor group_scale_mul_cuda(const at::Tensor& g_in, const at::Tensor& scale_
   return out;
 }
 
-}  // namespace
 }  // namespace fusedgan::cuda
-
-TORCH_LIBRARY_IMPL(fusedgan, CUDA, m) {
-  m.impl("group_sumsq", &fusedgan::cuda::group_sumsq_cuda);
-  m.impl("group_scale_mul", &fusedgan::cuda::group_scale_mul_cuda);
-  m.impl("group_penalty", &fusedgan::cuda::group_penalty_cuda);
-}

@@ -11,7 +11,6 @@
 
 #include "fusedgan/math.h"
 #include "fusedgan/ops.h"
-#include "loss_terms_op.h"
 
 using LD = long double;
 #include "expect.h"

@@ -19,9 +19,9 @@
 #include <optional>
 #include <vector>
 
-namespace fusedgan {
+#include "fusedgan/ops.h"
 
-using OptTensorList = c10::List<std::optional<at::Tensor>>;
+namespace fusedgan {
 
 // The typed handle of operator `name` or (triton) of its Triton twin `triton_name`, looked up on
 // first use (the twins are registered by Python when fusedgan is imported).  The cache is per
@@ -51,6 +51,10 @@ struct LossTermsOut {
   at::Tensor stats;  // defined when asked for
   std::vector<at::Tensor> grads, values;
 };
+
+// The outputs of gan_loss and rel_gan_loss from their loss_terms call: [total] (MEAN / SUM) or
+// [values...] (NONE), then terms, then stats when present.
+std::vector<at::Tensor> pack_outputs(int64_t reduction, const LossTermsOut& o);
 
 // One loss_terms (or, with `stats`, loss_terms_stats) call.
 LossTermsOut call_loss_terms(bool triton, bool stats, at::TensorList logits, const OptTensorList& labels,

@@ -1,5 +1,5 @@
 // Shared by the kernels of fusedgan::group_penalty (csrc/cpu/penalty_cpu.cpp,
-// csrc/cuda/penalty.cu); the operator itself is declared in csrc/penalty.cpp.
+// csrc/cuda/penalty.cu); the operator's schema is in csrc/ops.cpp.
 #pragma once
 
 #include <cstdint>
