@@ -130,9 +130,9 @@ def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
 # Below these element counts torch's own function is faster than the fused operator on a CPU
 # (the operator's per-call cost is larger than the work there), so the drop-ins call torch's
 # function: a drop-in is never slower than what it replaces.  Measured on 2026-12-03 by
-# ``python -m fusedgan bench --kinds bce,mse`` (1 thread; benchmarks/results/*-dropins.*,
-# docs/adoption.md): fused BCE is 0.9-1.1x torch at 64-1024 elements and 1.45-1.7x at 4096; fused
-# MSE (torch's is one native op) 0.8-0.94x up to 14400 and 1.06-1.09x at 2^16.  Set an entry to 0
+# ``python -m fusedgan bench --kinds bce,mse`` (1 thread; benchmarks/results/*-dropins-*,
+# docs/adoption.md): fused BCE is 0.87-1.10x torch at 64-1024 elements and 1.45-1.67x at 4096;
+# fused MSE (torch's is one native op) 0.78-1.01x up to 14400 and 1.06-1.09x at 2^16.  Set an entry to 0
 # to fuse every size.  GPUs have none: the fused operator is one launch where torch's function is
 # several.  (Not while torch.compile traces: the graph gets the fused operator whatever the size.)
 TORCH_FASTER_BELOW = {("cpu", "bce"): 1024, ("cpu", "mse"): 32768}
