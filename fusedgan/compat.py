@@ -97,7 +97,7 @@ def _fast_terms(x, t, which: str, reduction, extras: tuple) -> Optional[Tensor]:
     general path decides then).
 
     It is that when ``input`` and ``target`` are plain tensors of one float32/float64 dtype, one
-    shape and one device, ``target`` contiguous, neither a negative-bit view, not empty, the
+    shape and one device, ``target`` contiguous, not empty, the
     reduction "mean" or "sum", autocast off, and the call fused: then the dtype rules are
     trivial (torch returns that dtype too) and the operator reads both tensors as they are.
     """
@@ -108,13 +108,16 @@ def _fast_terms(x, t, which: str, reduction, extras: tuple) -> Optional[Tensor]:
     if type(x) is not Tensor or type(t) is not Tensor or x.dtype is not t.dtype or x.dtype not in _FAST_DTYPES:
         return None
     code = next((c for name, c in _FAST_REDUCTIONS if reduction == name), None) if type(reduction) is str else None
-    if (code is None or x.shape != t.shape or x.device != t.device or not t.is_contiguous() or x.is_neg()
-            or t.is_neg() or x.numel() == 0 or has_torch_function_variadic(x, t)):
+    if (code is None or x.shape != t.shape or x.device != t.device or not t.is_contiguous() or x.numel() == 0
+            or has_torch_function_variadic(x, t)):
         return None
     device = x.device
     if _autocast_on(device) or not _fused_backend(device):
         return None
-    return P.run("gan_loss", ([x], [t], [None], [elem], [0.0], [coef], code, False), device, None)[0]
+    # kernels read memory: a negative-bit view's sign is materialised (self where there is none;
+    # no is_neg() test, which torch.compile cannot trace)
+    args = ([x.resolve_neg()], [t.resolve_neg()], [None], [elem], [0.0], [coef], code, False)
+    return P.run("gan_loss", args, device, None)[0]
 
 
 def _terms_of(which: str) -> tuple:
