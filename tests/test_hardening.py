@@ -673,3 +673,30 @@ def test_fp32_operands_of_half_logits_are_not_copied(backend):
                 call()
             assert rec.kernel == [want], f"call {i}: the kernel received {rec.kernel}"
             assert rec.casts == [], f"call {i}: casts {rec.casts}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Many terms with tensor operands: the CPU op kept a reference into the vector of the tensors it
+# keeps alive, which the label/weight operands grow ("tensor does not have a device" past 8).
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_scales_with_tensor_labels(backend):
+    g = torch.Generator().manual_seed(17)
+    rs = [torch.randn(5 + i, generator=g) for i in range(5)]  # 10 terms, each with a label tensor
+    fs = [torch.randn(3 + i, generator=g) for i in range(5)]
+    lab_r, lab_f = torch.tensor(0.9), torch.tensor(0.1)
+    got = fg.discriminator_loss(rs, fs, "ls", real_label=lab_r, fake_label=lab_f, backend=backend)
+    # by hand: the mean over scales of mean (r - 0.9)^2 / 2 + mean (f - 0.1)^2 / 2
+    want = sum(((r.double() - 0.9) ** 2 / 2).mean() + ((f.double() - 0.1) ** 2 / 2).mean()
+               for r, f in zip(rs, fs)) / 5
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+    x = [torch.randn(4, generator=g) for _ in range(3)]  # 3 terms, each with a label and a weight
+    labels = [torch.rand(4, generator=g) for _ in range(3)]
+    weights = [torch.rand(4, generator=g) for _ in range(3)]
+    if backend != "reference":
+        out = torch.ops.fusedgan.gan_loss(x, labels, weights, [0, 1, 2], [0.0] * 3, [1.0] * 3, 1, False,
+                                          backend == "triton")
+        want = fg.reference.loss_terms([t.double() for t in x], [t.double() for t in labels],
+                                       [t.double() for t in weights], [0, 1, 2], [0.0] * 3, [1.0] * 3, 1)
+        torch.testing.assert_close(out[0].double(), want[0], rtol=1e-6, atol=1e-6)

@@ -143,7 +143,7 @@ LossTermsOut loss_terms_impl(
     TORCH_CHECK(elems[i] >= 0 && elems[i] < kNumElems, "fusedgan::loss_terms: elems[", i,
                 "] must be in [0, ", kNumElems, "), got ", elems[i]);
     keep.push_back(x0.contiguous());
-    const at::Tensor& x = keep.back();
+    const at::Tensor x = keep.back();  // a handle, not a reference: operand() below may grow keep
     TermArgs& a = args[i];
     a.x = x.const_data_ptr();
     a.n = x.numel();
