@@ -26,6 +26,8 @@
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/buffer_pool.h"
@@ -179,6 +181,18 @@ void GanLossBackward::exact(const std::vector<Tensor>& inputs, size_t num_given,
   }
 }
 
+// torch 2.14 holds autograd nodes by c10::intrusive_ptr, earlier releases (2.11, the GPU machine's)
+// by std::shared_ptr: make the node the way this torch's Edge holds one.
+template <class N>
+auto make_node() {
+  using Ptr = decltype(torch::autograd::Edge::function);
+  if constexpr (std::is_same_v<Ptr, std::shared_ptr<torch::autograd::Node>>) {
+    return std::make_shared<N>();
+  } else {
+    return c10::make_intrusive<N>();
+  }
+}
+
 // Forward with autograd: the kernel below autograd, then one GanLossBackward node.
 std::vector<Tensor> gan_loss_with_node(std::vector<Tensor>&& given, int64_t n, std::vector<bool>&& present,
                                        at::IntArrayRef elems, at::ArrayRef<double> label_values,
@@ -190,7 +204,7 @@ std::vector<Tensor> gan_loss_with_node(std::vector<Tensor>&& given, int64_t n, s
     TORCH_CHECK(!torch::autograd::isFwGradDefined(t),
                 "fusedgan::gan_loss: forward-mode AD (jvp) is not implemented");
   }
-  auto node = c10::make_intrusive<GanLossBackward>();
+  auto node = make_node<GanLossBackward>();
   node->set_next_edges(torch::autograd::collect_next_edges(given));
   c10::List<bool> present_list;
   for (bool p : present) present_list.push_back(p);
