@@ -88,7 +88,6 @@ def _loss_terms(xs, labels, label_values, weights, elems, coefs, reduction):
 
 _TERM = {"bce": (int(Elem.BCE), 1.0), "mse": (int(Elem.HALF_SQUARE), 2.0)}  # mse = 2 * (x - t)^2 / 2
 _FAST_DTYPES = (torch.float32, torch.float64)
-_FAST_REDUCTIONS = (("mean", int(Reduction.MEAN)), ("sum", int(Reduction.SUM)))
 
 
 def _fast_terms(x, t, which: str, reduction, extras: tuple) -> Optional[Tensor]:
@@ -107,8 +106,8 @@ def _fast_terms(x, t, which: str, reduction, extras: tuple) -> Optional[Tensor]:
     elem, coef = _TERM[which]
     if type(x) is not Tensor or type(t) is not Tensor or x.dtype is not t.dtype or x.dtype not in _FAST_DTYPES:
         return None
-    code = next((c for name, c in _FAST_REDUCTIONS if reduction == name), None) if type(reduction) is str else None
-    if (code is None or x.shape != t.shape or x.device != t.device or not t.is_contiguous() or x.numel() == 0
+    code = _REDUCTIONS.get(reduction) if type(reduction) is str else None
+    if (code is None or code == Reduction.NONE or x.shape != t.shape or x.device != t.device or not t.is_contiguous() or x.numel() == 0
             or has_torch_function_variadic(x, t)):
         return None
     device = x.device
