@@ -81,7 +81,8 @@ TORCH_LIBRARY_IMPL(fusedgan, CPU, m) { FUSEDGAN_KERNEL_OPS(FUSEDGAN_IMPL_KERNEL,
 TORCH_LIBRARY_IMPL(fusedgan, CUDA, m) { FUSEDGAN_KERNEL_OPS(FUSEDGAN_IMPL_KERNEL, cuda) }
 #endif
 
-// The Python module: introspection only, never on the hot path (ops go through torch.ops).
+// The Python module: introspection, and OpCall (csrc/python_calls.cpp), the short eager entry into
+// the operators with autograd.
 #if defined(TORCH_EXTENSION_NAME)
 #include <torch/extension.h>
 #include <torch/version.h>
@@ -92,6 +93,10 @@ namespace fusedgan::cpu {
 int64_t buffer_pool_bytes();
 void empty_buffer_pool();
 }  // namespace fusedgan::cpu
+
+namespace fusedgan {
+void add_op_calls(pybind11::module_& m);  // csrc/python_calls.cpp
+}  // namespace fusedgan
 
 #ifndef FUSEDGAN_CUDA_ARCHS
 #define FUSEDGAN_CUDA_ARCHS ""
@@ -136,12 +141,13 @@ pybind11::dict build_info() {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "fusedgan native kernels; the operators live in torch.ops.fusedgan";
+  m.doc() = "fusedgan native kernels; the operators live in torch.ops.fusedgan (OpCall: their eager entry)";
   m.def("codes", &codes, "Every code of csrc/include/fusedgan/codes.h, by name");
   m.def("build_info", &build_info, "What this build of fusedgan._C contains");
   m.def("buffer_pool_bytes", &fusedgan::cpu::buffer_pool_bytes,
         "Bytes of CPU gradient buffers the pool keeps for reuse (csrc/cpu/buffer_pool.h)");
   m.def("empty_buffer_pool", &fusedgan::cpu::empty_buffer_pool,
         "Drop the CPU gradient buffers the pool keeps for reuse");
+  fusedgan::add_op_calls(m);
 }
 #endif

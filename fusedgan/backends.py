@@ -114,13 +114,13 @@ def requested_backend() -> Optional[str]:
     return _env
 
 
-_resolved: dict = {}  # (backend=, requested, device type) -> backend: every choice, made once
+_resolved: dict = {}  # (backend=, requested, device) -> backend: every choice, made once
 
 
 def resolve(device: torch.device, backend: Optional[str] = None) -> str:
     """The backend that runs a call on ``device``; raises if an explicit choice cannot run."""
     global _last_used
-    key = (backend, requested_backend(), device.type)
+    key = (backend, requested_backend(), device)  # the device itself: its .type costs more
     name = _resolved.get(key)
     if name is None:
         name = _resolved[key] = _resolve(device.type, _check_name(backend) or key[1])

@@ -32,6 +32,7 @@ _G_NAMES = (["fake"], ["real"])
 _KEYABLE = (float, int)
 _NONE_CODE = int(Reduction.NONE)
 _STRIDED = torch.strided
+_FLOAT_SET = frozenset(P.FLOAT_DTYPES)
 
 
 _MAX_PLANS = 1024  # as side_plan's cache: a loop that varies a number label per step stays bounded
@@ -250,12 +251,14 @@ def generator_loss(
     of logits, one per scale, combined as in ``discriminator_loss`` (``scale_weights``,
     ``scale_reduction``; ``return_per_scale=True`` returns a ``GANLossResult``).
     """
-    key = _memo_key(kind, reduction, (target,), scale_reduction, return_per_scale, real is None)
+    # _memo_key of the one label, written out: this is the hot path of a generator step
+    key = ((kind, reduction, target, type(target), scale_reduction, return_per_scale, real is None)
+           if type(target) in _KEYABLE else None)
     if key is not None and weight is None and scale_weights is None and type(fake) is Tensor:
         hit = _G_PLANS.get(key)
         if hit is not None and (real is None or type(real) is Tensor):
             plan, plain = hit
-            if plain and real is None and _plain((fake,)):
+            if plain and real is None and fake.dtype in _FLOAT_SET and fake.layout is _STRIDED:  # _plain
                 return P.run_logits(plan, [fake], fake.device, backend)
             return _g_execute(plan, kind, [fake], [] if real is None else [real], _G_NAMES, target, None, backend)
     kind_spec(kind)

@@ -380,6 +380,23 @@ def overload(name: str):
     return op
 
 
+_is_compiling = torch.compiler.is_compiling
+OP_CALLS: Dict[str, object] = {}  # name -> fusedgan._C.OpCall of each operator with autograd
+
+
+def call(name: str, args: tuple):
+    """``fusedgan::<name>(*args)``: one operator with autograd, entered from eager code through
+    its ``OpCall`` (csrc/python_calls.cpp: the same dispatcher call without torch.ops' ~6 us of
+    argument handling), and through torch.ops where that entry declines (a tensor subclass, a
+    torch function mode: it returns None) or torch.compile traces the call."""
+    entry = OP_CALLS.get(name)
+    if entry is not None and not _is_compiling():
+        out = entry(*args)
+        if out is not None:
+            return out
+    return overload(name)(*args)
+
+
 TRITON_ERROR: Optional[str] = None  # why the Triton operators are not registered, if they are not
 
 
@@ -436,6 +453,8 @@ def _register() -> bool:
         lib.define(text)
         lib.impl(name, fn, "CompositeImplicitAutograd")
     _LIBS.append(lib)
+    for name in AUTOGRAD_OPS:
+        OP_CALLS[name] = _ext._C.OpCall(name)
     for op in OPS.values():
         if op.fake is not None and hasattr(torch.ops.fusedgan, op.name):
             torch.library.register_fake(f"fusedgan::{op.name}")(op.fake)

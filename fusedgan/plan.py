@@ -288,7 +288,7 @@ def run(op: str, args: tuple, device: torch.device, backend: Optional[str]):
     name = backends.resolve(device, backend)
     if name == "reference":
         return ops.OPS[op].reference(*args)
-    return ops.overload(op)(*args, name == "triton")
+    return ops.call(op, (*args, name == "triton"))
 
 
 def run_logits(p: LossPlan, logits: list, device: torch.device, backend: Optional[str]) -> Tensor:
