@@ -96,27 +96,37 @@ def _fast_terms(x, t, which: str, reduction, extras: tuple) -> Optional[Tensor]:
     general path decides then).
 
     It is that when ``input`` and ``target`` are plain tensors of one float32/float64 dtype, one
-    shape and one device, ``target`` contiguous, not empty, the
-    reduction "mean" or "sum", autocast off, and the call fused: then the dtype rules are
-    trivial (torch returns that dtype too) and the operator reads both tensors as they are.
+    shape and one device, ``target`` contiguous, not empty, the reduction "mean" or "sum",
+    autocast off, and the call fused: then the dtype rules are trivial (torch returns that dtype
+    too) and the operator reads both tensors as they are.  This is the hot path of a GAN step:
+    every test is the cheapest one that says it (``is_cpu`` rather than ``device.type``; one
+    ``backends.resolve``).
     """
     for a in extras:
         if a is not None:
             return None
-    elem, coef = _TERM[which]
-    if type(x) is not Tensor or type(t) is not Tensor or x.dtype is not t.dtype or x.dtype not in _FAST_DTYPES:
+    if type(x) is not Tensor or type(t) is not Tensor:
         return None
+    dtype = x.dtype
     code = _REDUCTIONS.get(reduction) if type(reduction) is str else None
-    if (code is None or code == Reduction.NONE or x.shape != t.shape or x.device != t.device or not t.is_contiguous() or x.numel() == 0
-            or has_torch_function_variadic(x, t)):
+    if (dtype is not t.dtype or dtype not in _FAST_DTYPES or code is None or code == Reduction.NONE
+            or x.shape != t.shape or not t.is_contiguous() or x.numel() == 0 or not (x.is_cpu or x.is_cuda)):
         return None
     device = x.device
-    if _autocast_on(device) or not _fused_backend(device):
+    if t.device != device or has_torch_function_variadic(x, t) or (_any_autocast() and _autocast_on(device)):
         return None
-    # kernels read memory: a negative-bit view's sign is materialised (self where there is none;
-    # no is_neg() test, which torch.compile cannot trace)
-    args = ([x.resolve_neg()], [t.resolve_neg()], [None], [elem], [0.0], [coef], code, False)
-    return P.run("gan_loss", args, device, None)[0]
+    backend = backends.resolve(device)
+    if backend == "reference":
+        return None
+    elem, coef = _TERM[which]
+    # kernels read memory: a negative-bit target's sign is materialised (self where there is none;
+    # no is_neg() test, which torch.compile cannot trace); the dispatcher does it for the logits
+    args = ([x], [t.resolve_neg()], [None], [elem], [0.0], [coef], code, False)
+    return P.run_on(backend, "gan_loss", args)[0]
+
+
+# whether autocast is on for any device: one call, where _autocast_on asks per device type
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 
 
 def _terms_of(which: str) -> tuple:
@@ -127,23 +137,6 @@ def _terms_of(which: str) -> tuple:
 
 def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
     return t if t.dtype == dtype else t.to(dtype)
-
-
-# Below these element counts torch's own function is faster than the fused operator on a CPU
-# (the operator's per-call cost is larger than the work there), so the drop-ins call torch's
-# function: a drop-in is never slower than what it replaces.  Measured on 2026-12-03 by
-# ``python -m fusedgan bench --kinds bce,mse`` (1 thread; benchmarks/results/*-dropins-*,
-# docs/adoption.md): fused BCE is 0.87-1.10x torch at 64-1024 elements and 1.45-1.67x at 4096;
-# fused MSE (torch's is one native op) 0.78-1.01x up to 14400 and 1.06-1.09x at 2^16.  Set an entry to 0
-# to fuse every size.  GPUs have none: the fused operator is one launch where torch's function is
-# several.  (Not while torch.compile traces: the graph gets the fused operator whatever the size.)
-TORCH_FASTER_BELOW = {("cpu", "bce"): 1024, ("cpu", "mse"): 32768}
-
-
-def _torch_is_faster(x, which: str) -> bool:
-    """Whether the drop-in ``which`` ("bce", "mse") leaves a call with input ``x`` to torch for speed."""
-    return (type(x) is Tensor and x.numel() < TORCH_FASTER_BELOW.get((x.device.type, which), 0)
-            and not torch.compiler.is_compiling())
 
 
 def _fused_backend(device: torch.device) -> bool:
@@ -271,8 +264,6 @@ def binary_cross_entropy_with_logits(
     undefined at ``t=1, p=0`` and loses digits for soft labels near 1 with large positive logits,
     where ``1 - p*t/(p*t+1-t)`` cancels; the two terms do not cancel for ``p >= 0, 0 <= t <= 1``.)
     """
-    if _torch_is_faster(input, "bce"):
-        return _torch_bce(input, target, weight, size_average, reduce, reduction, pos_weight)
     out = _fast_terms(input, target, "bce", reduction, (weight, pos_weight, size_average, reduce))
     if out is not None:
         return out
@@ -329,8 +320,6 @@ def mse_loss(
     ``weight`` torch's ``"mean"`` is ``sum(w * (x-t)^2) / sum(w)``: the fused sum divided by
     ``weight.sum()``.
     """
-    if _torch_is_faster(input, "mse"):
-        return _torch_mse(input, target, size_average, reduce, reduction, weight)
     out = _fast_terms(input, target, "mse", reduction, (weight, size_average, reduce))
     if out is not None:
         return out

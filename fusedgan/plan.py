@@ -285,7 +285,11 @@ def _terms_plan(elems: tuple, label_values: tuple, coefs: tuple, reduction: int)
 
 def run(op: str, args: tuple, device: torch.device, backend: Optional[str]):
     """One autograd operator of ``fusedgan.ops`` on the backend chosen for ``device``."""
-    name = backends.resolve(device, backend)
+    return run_on(backends.resolve(device, backend), op, args)
+
+
+def run_on(name: str, op: str, args: tuple):
+    """``run`` on the backend ``name`` (what ``backends.resolve`` chose)."""
     if name == "reference":
         return ops.OPS[op].reference(*args)
     return ops.call(op, (*args, name == "triton"))

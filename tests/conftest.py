@@ -42,15 +42,3 @@ def pytest_runtest_call(item):
     before = _count[0]
     yield
     item.user_properties.append(("fused_kernels", _count[0] - before))
-
-
-@pytest.fixture(autouse=True)
-def _dropins_fuse_every_size(monkeypatch):
-    """The drop-ins are tested on small tensors, where on a CPU they would call torch's own
-    function for speed (``compat.TORCH_FASTER_BELOW``): the crossover is off in every test, and
-    tests/test_compat.py::test_crossover_* set it to test it."""
-    try:
-        from fusedgan import compat
-    except Exception:  # noqa: BLE001 - a broken import is reported by the tests themselves
-        return
-    monkeypatch.setattr(compat, "TORCH_FASTER_BELOW", {})

@@ -486,21 +486,3 @@ def test_info_reports_patching():
         assert d["torch_patched"] is True
 
 
-@pytest.mark.parametrize("which", ["bce", "mse"])
-def test_crossover_calls_torch_below_it_and_fuses_above(fused, which, monkeypatch):
-    ours = compat.binary_cross_entropy_with_logits if which == "bce" else compat.mse_loss
-    theirs = F.binary_cross_entropy_with_logits if which == "bce" else F.mse_loss
-    monkeypatch.setattr(compat, "TORCH_FASTER_BELOW", {("cpu", which): 100})
-    for n, fuses in ((64, False), (99, False), (100, True), (300, True)):
-        x = torch.randn(n, dtype=torch.float64, requires_grad=True)
-        t = torch.rand(n, dtype=torch.float64)
-        got = ours(x, t)
-        ran = _RECORDER.take()
-        assert (loss_kernel(fused) in ran) == fuses, (n, ran)
-        want = theirs(x, t)
-        if fuses:
-            close(got, want)
-        else:  # torch's own function: the same bits
-            assert torch.equal(got, want) and torch.equal(grads(got, [x])[0], grads(want, [x])[0])
-        close(ours(x, t, reduction="none"), theirs(x, t, reduction="none"))
-        assert (loss_kernel(fused) in _RECORDER.take()) == fuses, n  # the general path too

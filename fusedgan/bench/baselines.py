@@ -166,11 +166,16 @@ def _dropin(kind: str, side: str, backend: str) -> Callable:
     """The drop-in on ``backend``: called as users call it where that is the automatic choice."""
     loss = DROPIN_LOSSES[(kind, side)]
 
-    def run(*xs):
-        if backends.resolve(xs[0].device) == backend:
-            return loss(*xs)
+    def forced(*xs):
         with backends.use_backend(backend):
             return loss(*xs)
+
+    picked: list = []  # chosen at the first call (the device is known then), not timed per call
+
+    def run(*xs):
+        if not picked:
+            picked.append(loss if backends.resolve(xs[0].device) == backend else forced)
+        return picked[0](*xs)
     return run
 
 
