@@ -13,7 +13,8 @@ machine.  The D side; the G side is the same with one logit tensor:
 - ``fwd``:          ``fg.discriminator_loss(...)`` with grad (the node is built, no backward)
 - ``fwd no-grad``:  the same on tensors without grad (no node)
 - ``op+bwd``:       ``grad(torch.ops.fusedgan.gan_loss(...)[0], (r, f))``: no Python wrapper
-- ``op``:           the ``gan_loss`` op alone, with grad (its node built)
+- ``op``:           the ``gan_loss`` op alone through torch.ops, with grad (its node built)
+- ``opcall``:       the same through ``fusedgan._C.OpCall`` (what eager calls use)
 - ``op no-grad``:   the op below autograd (the kernel through the dispatcher, no node)
 - ``kernel``:       ``torch.ops.fusedgan.loss_terms`` (the CPU kernel, no autograd key)
 - ``empty``:        ``torch.empty(())``: the cost of one small allocation
@@ -26,6 +27,7 @@ import statistics
 import torch
 
 import fusedgan as fg
+from fusedgan import ops
 from fusedgan import plan as P
 from fusedgan.bench.timing import interleaved
 
@@ -56,6 +58,7 @@ def _layers(side: str, n: int) -> dict:
             return grad(f.sum(), xs)
     k = len(xs)
     op = torch.ops.fusedgan.gan_loss.default
+    entry = ops.OP_CALLS["gan_loss"]
     kernel = torch.ops.fusedgan.loss_terms.default
     none = [None] * k
 
@@ -74,6 +77,7 @@ def _layers(side: str, n: int) -> dict:
         "fwd no-grad": lambda: loss(*xd, backend="cpu"),
         "op+bwd": lambda: grad(op(*op_args(xs))[0], xs),
         "op": lambda: op(*op_args(xs)),
+        "opcall": lambda: entry(*op_args(xs)),
         "op no-grad": lambda: op(*op_args(xd)),
         "kernel": lambda: kernel(*kernel_args(xd)),
         "empty": lambda: torch.empty(()),
