@@ -52,103 +52,98 @@ Kind kind_of(const c10::TypePtr& t, const std::string& where) {
   TORCH_CHECK(false, "fusedgan._C.OpCall: ", where, " has type ", t->str(), ", which OpCall does not convert");
 }
 
+// Readers of one Python object as one value of an argument: false where the object is not
+// plainly that (then torch.ops takes the call and reports what is wrong).
+
 // A tensor that cannot want __torch_function__ (torch.Tensor or nn.Parameter exactly).
-bool plain_tensor(PyObject* o) { return THPVariable_CheckExact(o); }
+bool read_tensor(PyObject* o, at::Tensor* v) {
+  if (!THPVariable_CheckExact(o)) return false;
+  *v = THPVariable_Unpack(o);
+  return true;
+}
+
+bool read_opt_tensor(PyObject* o, std::optional<at::Tensor>* v) {
+  if (o == Py_None) {
+    *v = std::nullopt;
+    return true;
+  }
+  at::Tensor t;
+  if (!read_tensor(o, &t)) return false;
+  *v = std::move(t);
+  return true;
+}
 
 // An int (or an IntEnum such as fusedgan.codes.Reduction), not a bool.
 bool is_int(PyObject* o) { return PyLong_Check(o) && !PyBool_Check(o); }
 
+bool read_int(PyObject* o, int64_t* v) {
+  if (!is_int(o)) return false;
+  *v = PyLong_AsLongLong(o);
+  return !PyErr_Occurred();
+}
+
 // A float, or an int where a float is expected (as torch.ops accepts).
-bool as_double(PyObject* o, double* v) {
+bool read_double(PyObject* o, double* v) {
   if (PyFloat_Check(o)) *v = PyFloat_AS_DOUBLE(o);
   else if (is_int(o)) *v = PyLong_AsDouble(o);
   else return false;
   return !PyErr_Occurred();
 }
 
-// Python -> IValue for one argument of kind k; false where the object is not plainly of that
-// kind (then torch.ops takes the call and reports what is wrong).
+bool read_bool(PyObject* o, bool* v) {
+  if (!PyBool_Check(o)) return false;
+  *v = o == Py_True;
+  return true;
+}
+
+bool read_str(PyObject* o, std::string* v) {
+  if (!PyUnicode_CheckExact(o)) return false;
+  Py_ssize_t size = 0;
+  const char* s = PyUnicode_AsUTF8AndSize(o, &size);
+  if (s == nullptr) return false;
+  v->assign(s, static_cast<size_t>(size));
+  return true;
+}
+
+template <class T>
+bool push_one(PyObject* o, bool (*read)(PyObject*, T*), std::vector<c10::IValue>& stack) {
+  T v{};
+  if (!read(o, &v)) return false;
+  stack.emplace_back(std::move(v));
+  return true;
+}
+
+// A list (or tuple) whose every element `read` accepts, as a c10::List<T>.
+template <class T>
+bool push_list(PyObject* o, bool (*read)(PyObject*, T*), std::vector<c10::IValue>& stack) {
+  if (!PyList_CheckExact(o) && !PyTuple_CheckExact(o)) return false;
+  PyObject* const* items = PySequence_Fast_ITEMS(o);
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+  c10::List<T> list;
+  list.reserve(n);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    T v{};
+    if (!read(items[i], &v)) return false;
+    list.push_back(std::move(v));
+  }
+  stack.emplace_back(std::move(list));
+  return true;
+}
+
+// Python -> IValue for one argument of kind k, pushed on the stack; false as the readers.
 bool convert(PyObject* o, Kind k, std::vector<c10::IValue>& stack) {
   switch (k) {
-    case Kind::TENSOR:
-      if (!plain_tensor(o)) return false;
-      stack.emplace_back(THPVariable_Unpack(o));
-      return true;
-    case Kind::INT:
-      if (!is_int(o)) return false;
-      stack.emplace_back(static_cast<int64_t>(PyLong_AsLongLong(o)));
-      return !PyErr_Occurred();
-    case Kind::FLOAT: {
-      double v = 0.0;
-      if (!as_double(o, &v)) return false;
-      stack.emplace_back(v);
-      return true;
-    }
-    case Kind::BOOL:
-      if (!PyBool_Check(o)) return false;
-      stack.emplace_back(o == Py_True);
-      return true;
-    case Kind::STR: {
-      if (!PyUnicode_CheckExact(o)) return false;
-      Py_ssize_t size = 0;
-      const char* s = PyUnicode_AsUTF8AndSize(o, &size);
-      if (s == nullptr) return false;
-      stack.emplace_back(std::string(s, static_cast<size_t>(size)));
-      return true;
-    }
-    default: break;
+    case Kind::TENSOR: return push_one(o, read_tensor, stack);
+    case Kind::INT: return push_one(o, read_int, stack);
+    case Kind::FLOAT: return push_one(o, read_double, stack);
+    case Kind::BOOL: return push_one(o, read_bool, stack);
+    case Kind::STR: return push_one(o, read_str, stack);
+    case Kind::TENSORS: return push_list(o, read_tensor, stack);
+    case Kind::OPT_TENSORS: return push_list(o, read_opt_tensor, stack);
+    case Kind::INTS: return push_list(o, read_int, stack);
+    case Kind::FLOATS: return push_list(o, read_double, stack);
   }
-  if (!PyList_CheckExact(o)) return false;
-  const Py_ssize_t n = PyList_GET_SIZE(o);
-  switch (k) {
-    case Kind::TENSORS: {
-      c10::List<at::Tensor> v;
-      v.reserve(n);
-      for (Py_ssize_t i = 0; i < n; ++i) {
-        PyObject* e = PyList_GET_ITEM(o, i);
-        if (!plain_tensor(e)) return false;
-        v.push_back(THPVariable_Unpack(e));
-      }
-      stack.emplace_back(std::move(v));
-      return true;
-    }
-    case Kind::OPT_TENSORS: {
-      c10::List<std::optional<at::Tensor>> v;
-      v.reserve(n);
-      for (Py_ssize_t i = 0; i < n; ++i) {
-        PyObject* e = PyList_GET_ITEM(o, i);
-        if (e == Py_None) v.push_back(std::nullopt);
-        else if (plain_tensor(e)) v.push_back(THPVariable_Unpack(e));
-        else return false;
-      }
-      stack.emplace_back(std::move(v));
-      return true;
-    }
-    case Kind::INTS: {
-      c10::List<int64_t> v;
-      v.reserve(n);
-      for (Py_ssize_t i = 0; i < n; ++i) {
-        PyObject* e = PyList_GET_ITEM(o, i);
-        if (!is_int(e)) return false;
-        v.push_back(PyLong_AsLongLong(e));
-      }
-      if (PyErr_Occurred()) return false;
-      stack.emplace_back(std::move(v));
-      return true;
-    }
-    case Kind::FLOATS: {
-      c10::List<double> v;
-      v.reserve(n);
-      for (Py_ssize_t i = 0; i < n; ++i) {
-        double d = 0.0;
-        if (!as_double(PyList_GET_ITEM(o, i), &d)) return false;
-        v.push_back(d);
-      }
-      stack.emplace_back(std::move(v));
-      return true;
-    }
-    default: return false;
-  }
+  return false;
 }
 
 py::object to_python(c10::IValue&& v) {

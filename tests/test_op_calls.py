@@ -97,8 +97,10 @@ def test_raw_entry_matches_torch_ops_and_counts():
     assert got[0].grad_fn.name() == "GanLossBackward"
     # hand value: softplus(-x).mean() is what the ns G term is
     torch.testing.assert_close(got[0], F.softplus(-x).mean().detach(), rtol=1e-6, atol=1e-7)
-    # the schema's defaults fill trailing arguments (stats, triton)
+    # the schema's defaults fill trailing arguments (stats, triton); tuples read as lists
     assert torch.equal(entry(*_raw_args(x)[:7])[0], got[0])
+    assert torch.equal(entry(*[tuple(a) if isinstance(a, list) else a for a in _raw_args(x)])[0], got[0])
+    assert entry.calls == n + 3
 
 
 @pytest.mark.parametrize("bad", [
@@ -148,14 +150,20 @@ def test_a_tensor_subclass_goes_through_torch_ops():
     torch.testing.assert_close(loss.as_subclass(torch.Tensor), F.softplus(-x.as_subclass(torch.Tensor)).mean())
 
 
-class _FunctionLog(TorchFunctionMode):
+def _logging_mode(base, hook: str):
+    """A torch function or dispatch mode that records the name of every call it sees."""
     def __init__(self):
-        super().__init__()
+        base.__init__(self)
         self.seen = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def handler(self, func, types, args=(), kwargs=None):
         self.seen.append(str(func))
         return func(*args, **(kwargs or {}))
+    return type(f"_Log{base.__name__}", (base,), {"__init__": __init__, hook: handler})
+
+
+_FunctionLog = _logging_mode(TorchFunctionMode, "__torch_function__")
+_DispatchLog = _logging_mode(TorchDispatchMode, "__torch_dispatch__")
 
 
 def test_a_torch_function_mode_goes_through_torch_ops():
@@ -166,16 +174,6 @@ def test_a_torch_function_mode_goes_through_torch_ops():
         assert ops.OP_CALLS["gan_loss"](*_raw_args(x)) is None
     assert _moved(before) == {}
     assert "fusedgan.gan_loss.default" in mode.seen
-
-
-class _DispatchLog(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 def test_a_dispatch_mode_sees_the_entry_s_calls():
