@@ -41,9 +41,10 @@ _MAX_PLANS = 1024  # as side_plan's cache: a loop that varies a number label per
 def _remember(memo: dict, key, plan) -> None:
     if len(memo) >= _MAX_PLANS:
         memo.clear()
-    # (plan, plain): a plain plan (gan_loss, a reduced loss, nothing else asked for) on logits of
-    # one dtype needs no tensor but the logits: the call goes straight to the operator
-    memo[key] = (plan, plan.op == "gan_loss" and plan.reduction != _NONE_CODE and not plan.named)
+    # (plan, plain): a plain plan (a reduced loss, nothing else asked for; gan_loss or, one scale,
+    # rel_gan_loss) on logits of one dtype needs no tensor but the logits: the call goes straight
+    # to the operator
+    memo[key] = (plan, plan.reduction != _NONE_CODE and not plan.named)
 
 
 def _plain(xs) -> bool:
@@ -146,7 +147,7 @@ def _d_remembered(key, real, fake, kind: str, labels: tuple, backend):
     if hit is None or type(real) is not Tensor or type(fake) is not Tensor:
         return _MISS
     plan, plain = hit
-    if plain and _plain((real, fake)):
+    if plain and _plain((real, fake)) and (kind != "rsgan" or real.shape == fake.shape):
         return P.run_logits(plan, [real, fake], real.device, backend)
     dtype = _check_all((real, fake), _D_NAMES)
     if plan.reduction == _NONE_CODE:
@@ -260,6 +261,8 @@ def generator_loss(
             plan, plain = hit
             if plain and real is None and fake.dtype in _FLOAT_SET and fake.layout is _STRIDED:  # _plain
                 return P.run_logits(plan, [fake], fake.device, backend)
+            if plain and real is not None and _plain((real, fake)) and (kind != "rsgan" or real.shape == fake.shape):
+                return P.run_logits(plan, [real, fake], fake.device, backend)
             return _g_execute(plan, kind, [fake], [] if real is None else [real], _G_NAMES, target, None, backend)
     kind_spec(kind)
     red = reduction_code(reduction)

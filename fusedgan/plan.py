@@ -296,10 +296,13 @@ def run_on(name: str, op: str, args: tuple):
 
 
 def run_logits(p: LossPlan, logits: list, device: torch.device, backend: Optional[str]) -> Tensor:
-    """The loss of a plain ``gan_loss`` plan (number labels, no weights, a reduced loss and nothing
-    else) on checked logits of one dtype: ``execute`` of that call, with less Python per step."""
-    none = [None] * len(logits)
-    return run(p.op, (logits, none, none, *p.tail), device, backend)[0]
+    """The loss of a plain plan (number labels, no weights, a reduced loss and nothing else) on
+    checked logits of one dtype: ``execute`` of that call, with less Python per step.  ``logits``:
+    gan_loss' list, or ``[real, fake]`` of a one-scale rel_gan_loss plan."""
+    if p.op == "gan_loss":
+        none = [None] * len(logits)
+        return run(p.op, (logits, none, none, *p.tail), device, backend)[0]
+    return run(p.op, (logits[:1], logits[1:], [None] * len(p.elems), *p.tail), device, backend)[0]
 
 
 def execute(b: Bound, backend: Optional[str]):

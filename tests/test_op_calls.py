@@ -216,3 +216,27 @@ def test_inference_mode_and_no_grad_through_the_entry():
     assert _moved(before) == {"gan_loss": 2}
     assert a.grad_fn is None and b.grad_fn is None
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("side", ["D", "G"])
+def test_repeated_relativistic_calls_take_the_short_route(side, monkeypatch):
+    """rsgan's second call on, with its plan remembered, goes straight to rel_gan_loss (no binding
+    of weights); the value and gradients stay torch's formula, and unequal shapes still raise."""
+    r, f = _x(seed=3), _x(seed=4)
+    loss_of = ((lambda a, b: fg.discriminator_loss(a, b, "rsgan")) if side == "D"
+               else (lambda a, b: fg.generator_loss(b, "rsgan", real=a)))
+    d = (r - f) if side == "D" else (f - r)
+    want = F.softplus(-d).mean()
+    want_grads = torch.autograd.grad(want, (r, f))
+    before = _counts()
+    for i in range(3):
+        if i == 1:  # the plan is remembered: the general path (binding, execute) is not taken
+            monkeypatch.setattr(fg.plan, "execute", None)
+        loss = loss_of(r, f)
+        torch.testing.assert_close(loss, want, rtol=1e-6, atol=1e-7)
+        for a, b in zip(torch.autograd.grad(loss, (r, f)), want_grads):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+    assert _moved(before) == {"rel_gan_loss": 3}
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="rsgan pairs real and fake logits elementwise"):
+        loss_of(r, f[:10])
