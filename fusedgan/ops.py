@@ -455,6 +455,7 @@ def _register() -> bool:
     _LIBS.append(lib)
     for name in AUTOGRAD_OPS:
         OP_CALLS[name] = _ext._C.OpCall(name)
+        overload(name)  # filled now: a first lookup inside torch.compile would recompile the next call
     for op in OPS.values():
         if op.fake is not None and hasattr(torch.ops.fusedgan, op.name):
             torch.library.register_fake(f"fusedgan::{op.name}")(op.fake)

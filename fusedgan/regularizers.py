@@ -99,6 +99,11 @@ def approx_r1_penalty(logits: Tensor, perturbed_logits: Tensor, *, sigma: float,
     Both inputs are ``[B, ...]`` of the same shape (any float dtype; they are promoted to a common
     one).  Float32 result (float64 for float64 inputs).  One ``fusedgan::rel_gan_loss`` call.
     """
+    if (type(sigma) is float and type(gamma) is float and type(logits) is torch.Tensor
+            and type(perturbed_logits) is torch.Tensor):  # the common call: cheapest checks first
+        out = _approx_r1_plain(logits, perturbed_logits, sigma, gamma, backend)
+        if out is not None:
+            return out
     _float_tensor(logits, "logits", "D's output at the samples")
     _float_tensor(perturbed_logits, "perturbed_logits", "D's output at the perturbed samples")
     P.check_same_device([logits, perturbed_logits], ["logits", "perturbed_logits"])
@@ -118,9 +123,33 @@ def approx_r1_penalty(logits: Tensor, perturbed_logits: Tensor, *, sigma: float,
     coef = gamma / denom if denom > 0 else math.inf  # times 0.5 * d^2 per element, summed
     if not math.isfinite(coef):
         raise ValueError(f"sigma: {sigma} is too small (gamma / sigma^2 overflows)")
-    args = ([perturbed_logits.to(dtype)], [logits.to(dtype)], [None], [0], [int(RelLogit.R_MINUS_F)],
-            [int(Elem.HALF_SQUARE)], [0.0], [coef], int(Reduction.SUM), False)
+    return _approx_r1_call(logits.to(dtype), perturbed_logits.to(dtype), coef, backend)
+
+
+def _approx_r1_call(logits: Tensor, perturbed_logits: Tensor, coef: float, backend) -> Tensor:
+    """The one rel_gan_loss call of approx_r1_penalty on checked logits of one dtype."""
+    args = ([perturbed_logits], [logits], [None], [0], _APPROX_LOGIT, _APPROX_ELEM, [0.0], [coef], _SUM, False)
     return P.run("rel_gan_loss", args, logits.device, backend)[0]
+
+
+_APPROX_LOGIT, _APPROX_ELEM, _SUM = [int(RelLogit.R_MINUS_F)], [int(Elem.HALF_SQUARE)], int(Reduction.SUM)
+
+
+def _approx_r1_plain(logits: Tensor, perturbed_logits: Tensor, sigma: float, gamma: float, backend):
+    """approx_r1_penalty where nothing needs a closer look (one float dtype, one shape and device,
+    a batch, sigma > 0 and gamma >= 0 finite, gamma / sigma^2 finite), else None (the checks then
+    name what is wrong)."""
+    dtype = logits.dtype
+    shape = logits.shape
+    if (dtype is not perturbed_logits.dtype or dtype not in P.FLOAT_DTYPES or len(shape) == 0 or shape[0] == 0
+            or perturbed_logits.shape != shape or perturbed_logits.device != logits.device
+            or not (0.0 < sigma < math.inf and 0.0 <= gamma < math.inf)):
+        return None
+    denom = shape[0] * sigma * sigma
+    if not denom > 0 or not math.isfinite(gamma / denom):
+        return None
+    coef = gamma / denom
+    return _approx_r1_call(logits, perturbed_logits, coef, backend)
 
 
 def _perturbed(D: Callable, x: Tensor, sigma: float, generator: Optional[torch.Generator]) -> Tensor:

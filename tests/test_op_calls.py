@@ -240,3 +240,23 @@ def test_repeated_relativistic_calls_take_the_short_route(side, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ValueError, match="rsgan pairs real and fake logits elementwise"):
         loss_of(r, f[:10])
+
+
+def test_torch_compile_compiles_once():
+    """Eager calls never fill torch.ops' overload cache (they take OpCall), so it is filled at
+    import: a first fill inside a compiled function is a side effect whose guard recompiled the
+    next call (found by tests/test_regularizers.py::test_lecam_compile_state_dict)."""
+    assert set(ops.AUTOGRAD_OPS) <= set(ops._OVERLOADS)
+    torch._dynamo.reset()
+    graphs = []
+
+    def count(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    fn = torch.compile(lambda r, f: fg.discriminator_loss(r, f, "ns") + fg.generator_loss(f, "rsgan", real=r),
+                       backend=count, fullgraph=True)
+    r, f = _x(seed=6), _x(seed=7)
+    for _ in range(3):
+        fn(r, f).backward()
+    assert len(graphs) == 1
