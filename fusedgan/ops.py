@@ -453,8 +453,10 @@ def _register() -> bool:
         lib.define(text)
         lib.impl(name, fn, "CompositeImplicitAutograd")
     _LIBS.append(lib)
+    entry = getattr(_ext._C, "OpCall", None)  # (None in an extension built before it: torch.ops only)
     for name in AUTOGRAD_OPS:
-        OP_CALLS[name] = _ext._C.OpCall(name)
+        if entry is not None:
+            OP_CALLS[name] = entry(name)
         overload(name)  # filled now: a first lookup inside torch.compile would recompile the next call
     for op in OPS.values():
         if op.fake is not None and hasattr(torch.ops.fusedgan, op.name):
