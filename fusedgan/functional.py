@@ -47,6 +47,12 @@ def _remember(memo: dict, key, plan) -> None:
     memo[key] = (plan, plan.reduction != _NONE_CODE and not plan.named)
 
 
+def _plain_pair(kind: str, real, fake) -> bool:
+    """``_plain`` for a real/fake pair, and rsgan's pairing needs equal shapes (else the full
+    path raises, naming the argument)."""
+    return _plain((real, fake)) and (kind != "rsgan" or real.shape == fake.shape)
+
+
 def _plain(xs) -> bool:
     """Whether logits (exact Tensors) go to a plain plan's operator as they are: one floating
     dtype, dense, one device.  Anything else takes the full checks (which name the argument)."""
@@ -147,7 +153,7 @@ def _d_remembered(key, real, fake, kind: str, labels: tuple, backend):
     if hit is None or type(real) is not Tensor or type(fake) is not Tensor:
         return _MISS
     plan, plain = hit
-    if plain and _plain((real, fake)) and (kind != "rsgan" or real.shape == fake.shape):
+    if plain and _plain_pair(kind, real, fake):
         return P.run_logits(plan, [real, fake], real.device, backend)
     dtype = _check_all((real, fake), _D_NAMES)
     if plan.reduction == _NONE_CODE:
@@ -261,7 +267,7 @@ def generator_loss(
             plan, plain = hit
             if plain and real is None and fake.dtype in _FLOAT_SET and fake.layout is _STRIDED:  # _plain
                 return P.run_logits(plan, [fake], fake.device, backend)
-            if plain and real is not None and _plain((real, fake)) and (kind != "rsgan" or real.shape == fake.shape):
+            if plain and real is not None and _plain_pair(kind, real, fake):
                 return P.run_logits(plan, [real, fake], fake.device, backend)
             return _g_execute(plan, kind, [fake], [] if real is None else [real], _G_NAMES, target, None, backend)
     kind_spec(kind)
